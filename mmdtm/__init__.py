@@ -1,4 +1,13 @@
-"""mmdtm: Dynamic Token Morphing for MMPretrain."""
-from .version import __version__
+"""mmdtm: Dynamic Token Morphing masked image modeling for MMPretrain.
 
-__all__ = ['__version__']
+``import mmdtm`` (or ``custom_imports=dict(imports=['mmdtm'])``) registers
+every component into MMPretrain's registries.
+"""
+from .version import __version__
+from .utils import register_safe_globals
+
+register_safe_globals()
+from . import morphing  # noqa: F401  (pure torch, no registry)
+from . import models  # noqa: F401,E402  (registers the components)
+
+__all__ = ['__version__', 'register_safe_globals', 'morphing', 'models']

@@ -13,6 +13,8 @@
 #                 kept under $MMDTM_CACHE/wheels/ and reused by later set-ups
 set -euo pipefail
 PY=${PYTHON:-python3}
+# absolute, since the build runs inside the unpacked sdist
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")";; esac
 VERSION=${MMCV_VERSION:-2.1.0}
 CACHE=${MMDTM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmdtm}
 log() { echo "[build_mmcv] $*" >&2; }

@@ -1,0 +1,3 @@
+from .dtm import DTM
+
+__all__ = ['DTM']

@@ -1,0 +1,3 @@
+from .dtm_vit import DTMPretrainViT
+
+__all__ = ['DTMPretrainViT']

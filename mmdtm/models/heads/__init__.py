@@ -1,0 +1,3 @@
+from .dtm_head import DTMHead
+
+__all__ = ['DTMHead']

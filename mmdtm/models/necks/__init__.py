@@ -1,0 +1,3 @@
+from .dtm_neck import DTMNeck
+
+__all__ = ['DTMNeck']

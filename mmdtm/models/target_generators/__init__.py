@@ -1,0 +1,3 @@
+from .clip_generator import CLIPTargetGenerator
+
+__all__ = ['CLIPTargetGenerator']

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny image folders, tiny configs, quiet logging."""
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOY_CFG = osp.join(REPO, 'configs', 'dtm', 'dtm_vit-tiny-p16_1xb8-40iter_toy.py')
+
+# A CLIP-style open_clip config small enough for CPU tests (64x64 inputs).
+TINY_CLIP = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=64, layers=2, width=64, head_width=32,
+                    patch_size=16),
+    text_cfg=dict(context_length=8, vocab_size=64, width=32, heads=2,
+                  layers=1))
+
+os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+
+def make_image_folder(root: str, num: int = 16, size: int = 80,
+                      seed: int = 0) -> str:
+    """Write ``num`` structured RGB JPEGs (coloured blocks) under ``root``."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    for i in range(num):
+        img = np.zeros((size, size, 3), np.uint8)
+        for _ in range(4):
+            x0, y0 = rng.integers(0, size - 16, 2)
+            w, h = rng.integers(16, size // 2, 2)
+            img[y0:y0 + h, x0:x0 + w] = rng.integers(0, 255, 3)
+        img += rng.integers(0, 20, img.shape, dtype=np.uint8)
+        Image.fromarray(img).save(osp.join(root, f'img_{i:03d}.jpg'))
+    return root
+
+
+@pytest.fixture(scope='session')
+def toy_images(tmp_path_factory) -> str:
+    return make_image_folder(str(tmp_path_factory.mktemp('toy_images')))
+
+
+@pytest.fixture(autouse=True)
+def _default_scope():
+    from mmengine.registry import DefaultScope, init_default_scope
+    import mmdtm  # noqa: F401
+    init_default_scope('mmpretrain')
+    yield
+    DefaultScope._instance_dict.clear()
+
+
+def toy_config(work_dir: str, data_root: str, max_iters: int = 40,
+               **options):
+    """The toy DTM config, pointed at ``data_root``, writing to ``work_dir``.
+
+    ``options`` are MMEngine ``--cfg-options`` style dotted keys.
+    """
+    from mmengine.config import Config
+    cfg = Config.fromfile(TOY_CFG)
+    cfg.work_dir = work_dir
+    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.train_cfg.max_iters = max_iters
+    warmup = max(1, min(5, max_iters // 4))
+    cfg.param_scheduler[0].end = warmup
+    cfg.param_scheduler[1].begin = warmup
+    cfg.param_scheduler[1].end = max_iters
+    cfg.default_hooks.logger.interval = 1
+    cfg.merge_from_dict(options)
+    return cfg

@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from mmdtm.morphing import (bipartite_partition, group_mean, group_sizes,
+                            num_groups, realised_groups)
+
+from .dense_reference import dense_group_mean, dense_partition
+
+
+def _metric(seed, b=3, n=24, c=8):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, c, generator=g)
+
+
+@pytest.mark.parametrize('protect_first', [True, False])
+@pytest.mark.parametrize('r,iters', [(1, 1), (3, 2), (5, 4), (11, 1),
+                                     (4, 7), (20, 3)])
+@pytest.mark.parametrize('seed', range(4))
+def test_partition_matches_dense_reference(protect_first, r, iters, seed):
+    metric = _metric(seed)
+    ours = bipartite_partition(metric, r, iters, protect_first=protect_first)
+    ref = dense_partition(metric, [r] * iters, protect_first=protect_first)
+    assert torch.equal(ours, ref)
+    expected = realised_groups(metric.shape[1], [r] * iters, protect_first)
+    assert num_groups(ours) == expected
+    # ids are dense 0..G-1 in every image
+    for row in ours:
+        assert torch.equal(row.unique(), torch.arange(expected))
+
+
+def test_partition_full_size_against_dense():
+    metric = _metric(7, b=2, n=196, c=32)
+    ours = bipartite_partition(metric, 14, 7)
+    ref = dense_partition(metric, [14] * 7)
+    assert torch.equal(ours, ref)
+    assert num_groups(ours) == 196 - 98
+
+
+def test_per_round_reductions_sequence():
+    metric = _metric(3, n=30)
+    rounds = [5, 3, 0, 2]
+    ours = bipartite_partition(metric, rounds, len(rounds))
+    assert torch.equal(ours, dense_partition(metric, rounds))
+    with pytest.raises(ValueError, match='iters'):
+        bipartite_partition(metric, rounds, 3)
+
+
+@pytest.mark.parametrize('r,iters', [(0, 5), (4, 0)])
+def test_identity(r, iters):
+    metric = _metric(0)
+    out = bipartite_partition(metric, r, iters)
+    assert torch.equal(out, torch.arange(24).expand(3, 24))
+
+
+def test_protect_first_keeps_token_zero_alone():
+    metric = torch.ones(2, 10, 4)  # everything identical: all want to merge
+    out = bipartite_partition(metric, 100, 5, protect_first=True)
+    assert (group_sizes(out)[:, 0] == 1).all()
+    assert num_groups(out) == 2  # token 0 and one group of the other 9
+    out = bipartite_partition(metric, 100, 5, protect_first=False)
+    assert num_groups(out) == 1
+
+
+def test_cap_and_stable_ties():
+    # All scores tie: the stable sort merges the first r A tokens.
+    metric = torch.ones(1, 8, 3)
+    out = bipartite_partition(metric, 2, 1, protect_first=False)
+    # A = 0,2,4,6 ; B = 1,3,5,7 ; every A picks B index 0 (token 1).
+    # A tokens 0 and 2 merge into token 1; kept 4, 6 come first.
+    assert out.tolist() == [[2, 2, 2, 3, 0, 4, 1, 5]]
+
+
+def test_random_split_uses_generator_and_matches_dense():
+    metric = _metric(1, b=2, n=20)
+    g1 = torch.Generator().manual_seed(5)
+    g2 = torch.Generator().manual_seed(5)
+    out1 = bipartite_partition(metric, 3, 3, split='random', generator=g1)
+    out2 = bipartite_partition(metric, 3, 3, split='random', generator=g2)
+    assert torch.equal(out1, out2)
+    # Rebuild the same permutations and check against the dense reference.
+    g3 = torch.Generator().manual_seed(5)
+    orders, t = [], 20
+    for _ in range(3):
+        keys = torch.rand(2, t - 1, generator=g3)
+        perm = torch.cat([torch.zeros(2, 1, dtype=torch.long),
+                          keys.argsort(-1) + 1], 1)
+        orders.append(perm)
+        t -= min(3, (t - 1) // 2)
+    ref = dense_partition(metric, [3, 3, 3], orders=orders)
+    # Group ids are positions in the final (shuffled) order: compare the
+    # partitions as sets of members.
+    for a, b in zip(out1, ref):
+        assert _as_sets(a) == _as_sets(b)
+    alt = bipartite_partition(metric, 3, 3)
+    assert any(_as_sets(a) != _as_sets(b) for a, b in zip(out1, alt))
+    assert num_groups(out1) == num_groups(alt)
+    # token 0 stays alone when protected, even under the random split
+    assert (group_sizes(out1)[:, 0] == 1).all()
+
+
+def _as_sets(row):
+    return {frozenset((row == g).nonzero().flatten().tolist())
+            for g in row.unique().tolist()}
+
+
+def test_group_mean_against_dense_and_gradient():
+    metric = _metric(4, b=2, n=40)
+    groups = bipartite_partition(metric, 6, 3)
+    x = torch.randn(2, 40, 5, dtype=torch.float64, requires_grad=True)
+    ours = group_mean(x, groups)
+    ref = dense_group_mean(x, groups)
+    torch.testing.assert_close(ours, ref)
+    (ours ** 2).sum().backward()
+    g_ours = x.grad.clone()
+    x.grad = None
+    (ref ** 2).sum().backward()
+    torch.testing.assert_close(g_ours, x.grad)
+
+
+def test_group_mean_gradcheck():
+    groups = torch.tensor([[0, 0, 1, 2, 1], [1, 0, 0, 0, 1]])
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
