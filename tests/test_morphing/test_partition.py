@@ -120,3 +120,11 @@ def test_group_mean_against_dense_and_gradient():
 def test_group_mean_gradcheck():
     groups = torch.tensor([[0, 0, 1, 2, 1], [1, 0, 0, 0, 1]])
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+
+
+def test_partition_under_autocast_matches_float32():
+    metric = _metric(10, b=2, n=64, c=16)
+    ref = bipartite_partition(metric, 8, 3)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = bipartite_partition(metric, 8, 3)
+    assert torch.equal(out, ref)

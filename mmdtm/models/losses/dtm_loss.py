@@ -119,9 +119,15 @@ class DTMLoss(nn.Module):
         self.loss_weight = float(loss_weight)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1, )))
-        # [seed, calls]: persistent so that checkpoints carry them.
+        # [seed, calls]: a persistent buffer, so checkpoints carry them. The
+        # Python mirrors avoid a device sync per step on CUDA.
+        self._seed, self._calls = int(seed), 0
         self.register_buffer('schedule_state',
                              torch.tensor([int(seed), 0], dtype=torch.long))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._seed, self._calls = (int(v) for v in self.schedule_state.tolist())
 
     @property
     def num_levels(self) -> int:
@@ -134,9 +140,10 @@ class DTMLoss(nn.Module):
 
     def next_generator(self) -> torch.Generator:
         """The generator of this call; advances the call counter."""
-        seed, calls = (int(v) for v in self.schedule_state.tolist())
-        self.schedule_state[1] += 1
-        return step_generator(seed, get_rank(), calls)
+        generator = step_generator(self._seed, get_rank(), self._calls)
+        self._calls += 1
+        self.schedule_state[1].fill_(self._calls)
+        return generator
 
     def _reduce(self, dist: Tensor, groups: Optional[Tensor],
                 mask: Optional[Tensor]) -> Tensor:
