@@ -4,9 +4,10 @@
 every component into MMPretrain's registries.
 """
 from .version import __version__
-from .utils import register_safe_globals
+from .utils import register_safe_globals, register_url_loader
 
 register_safe_globals()
+register_url_loader()  # clear error naming the file when a URL is offline
 from . import morphing  # noqa: F401  (pure torch, no registry)
 from . import models  # noqa: F401,E402  (registers the components)
 

@@ -27,19 +27,18 @@ def _env_from_launcher(launcher: str, port: Optional[str] = None) -> None:
     translated from their own variables.
     """
     if launcher == 'slurm':
-        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
-        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
-        os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
+        os.environ['RANK'] = os.environ['SLURM_PROCID']
+        os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
         if 'MASTER_ADDR' not in os.environ:
             hosts = subprocess.check_output(
                 ['scontrol', 'show', 'hostnames',
                  os.environ['SLURM_NODELIST']], text=True).split()
             os.environ['MASTER_ADDR'] = hosts[0]
     elif launcher == 'mpi':
-        os.environ.setdefault('RANK', os.environ['OMPI_COMM_WORLD_RANK'])
-        os.environ.setdefault('WORLD_SIZE', os.environ['OMPI_COMM_WORLD_SIZE'])
-        os.environ.setdefault('LOCAL_RANK',
-                              os.environ['OMPI_COMM_WORLD_LOCAL_RANK'])
+        os.environ['RANK'] = os.environ['OMPI_COMM_WORLD_RANK']
+        os.environ['WORLD_SIZE'] = os.environ['OMPI_COMM_WORLD_SIZE']
+        os.environ['LOCAL_RANK'] = os.environ['OMPI_COMM_WORLD_LOCAL_RANK']
         os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
     os.environ.setdefault('MASTER_PORT', port or '29500')
     missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR')
