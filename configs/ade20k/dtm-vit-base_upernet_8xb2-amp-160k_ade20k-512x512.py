@@ -1,0 +1,85 @@
+# ADE20K semantic segmentation: UPerNet on a DTM ViT-B/16 (dtm-method.md
+# item 12, the usual BEiT/MAE transfer recipe): 512x512 crops, 160k
+# iterations, 8 GPUs x 2 images, AdamW lr 1e-4 with layer-wise lr decay 0.65,
+# AMP through AmpOptimWrapper, slide inference, IoUMetric (mIoU); the
+# ADE20K dataset with reduce_zero_label (label 0 = "other" is ignored).
+#
+# Runs with MMSegmentation's own tools (mim train mmsegmentation / its
+# tools/train.py); `custom_imports` loads mmdtm, which registers
+#   - `DTMViT` (MMPretrain's BEiTViT with checked loading; out_type='featmap'
+#     gives the 4 feature maps UPerNet needs),
+#   - `CheckedPretrained` (fails with the key lists unless every backbone
+#     weight loads),
+#   - `BackboneLayerDecayOptimWrapperConstructor` (layer decay for any
+#     backbone; MMSegmentation's own one only accepts class names containing
+#     BEiT, MAE or ConvNeXt).
+# `pretrained` is the output of
+#   python tools/model_converters/dtm_to_downstream.py PRETRAIN.pth \
+#       work_dirs/dtm/vitb_ade20k_backbone.pth --config THIS_CONFIG
+# (relative position bias tables resized from the 14x14 to the 32x32 window).
+_base_ = [
+    'mmseg::_base_/models/upernet_mae.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_160k.py',
+]
+custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
+
+pretrained = 'work_dirs/dtm/vitb_ade20k_backbone.pth'
+crop_size = (512, 512)
+embed_dims = 768
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='mmpretrain.DTMViT',
+        arch='base',
+        img_size=crop_size[0],
+        patch_size=16,
+        drop_path_rate=0.1,
+        out_indices=[3, 5, 7, 11],
+        out_type='featmap',
+        final_norm=False,
+        use_abs_pos_emb=False,
+        use_rel_pos_bias=True,
+        use_shared_rel_pos_bias=False,
+        layer_scale_init_value=0.1,
+        init_cfg=dict(
+            type='CheckedPretrained', checkpoint=pretrained,
+            prefix='backbone.')),
+    neck=dict(embed_dim=embed_dims, rescales=[4, 2, 1, 0.5]),
+    decode_head=dict(
+        in_channels=[embed_dims] * 4, num_classes=150, channels=768),
+    auxiliary_head=dict(in_channels=embed_dims, num_classes=150),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor='BackboneLayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(
+        layer_decay_rate=0.65,
+        custom_keys={
+            '.ln': dict(decay_mult=0.0),
+            '.bias': dict(decay_mult=0.0),
+            'q_bias': dict(decay_mult=0.0),
+            'v_bias': dict(decay_mult=0.0),
+            '.cls_token': dict(decay_mult=0.0),
+            '.gamma': dict(decay_mult=0.0),
+        }))
+param_scheduler = [
+    dict(
+        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
+        end=1500),
+    dict(
+        type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500,
+        end=160000),
+]
+train_dataloader = dict(batch_size=2)
+val_dataloader = dict(batch_size=1)
+test_dataloader = val_dataloader

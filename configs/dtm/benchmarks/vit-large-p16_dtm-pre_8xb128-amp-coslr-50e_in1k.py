@@ -1,0 +1,20 @@
+# ImageNet-1K fine-tuning of a DTM ViT-L/16 (24 blocks): the usual ViT-L
+# settings of MMPretrain's MAE/BEiT benchmarks - 50 epochs (5 warm-up),
+# layer decay 0.75, drop path 0.2 - the rest as for ViT-B.
+_base_ = ['./vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py']
+pretrained = 'work_dirs/dtm/vitl_finetune_backbone.pth'
+model = dict(
+    backbone=dict(
+        arch='large', drop_path_rate=0.2, layer_scale_init_value=1e-5,
+        init_cfg=dict(checkpoint=pretrained)),
+    head=dict(in_channels=1024))
+optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.75))
+warmup_epochs = 5
+max_epochs = 50
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0,
+         end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup_epochs,
+         end=max_epochs, eta_min=1e-6, convert_to_iter_based=True)
+]
+train_cfg = dict(max_epochs=max_epochs)
