@@ -12,7 +12,7 @@ from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels, group
 from mmdtm.morphing.partition import SPLITS
 from mmdtm.registry import MODELS
 
-DISTANCES = ('smooth_l1', 'l1', 'l2', 'cosine')
+DISTANCES = ('smooth_l1', 'l1', 'l2', 'cosine', 'cosine_distance')
 REDUCTIONS = ('all_tokens', 'masked', 'groups')
 
 
@@ -22,7 +22,10 @@ def token_distance(u: Tensor, v: Tensor, distance: str,
 
     ``smooth_l1``: 0.5 d^2 / beta if |d| < beta else |d| - beta / 2, averaged
     over channels; ``l1`` / ``l2``: mean absolute / squared error over
-    channels; ``cosine``: the negative cosine similarity.
+    channels; ``cosine``: the negative cosine similarity;
+    ``cosine_distance``: 1 - cosine similarity (with ``loss_weight=2`` it is
+    MMPretrain's ``CosineSimilarityLoss(shift_factor=2, scale_factor=2)`` of
+    EVA and MILAN).
     """
     if distance == 'smooth_l1':
         return F.smooth_l1_loss(u, v, reduction='none', beta=beta).mean(-1)
@@ -32,6 +35,8 @@ def token_distance(u: Tensor, v: Tensor, distance: str,
         return (u - v).pow(2).mean(-1)
     if distance == 'cosine':
         return -F.cosine_similarity(u, v, dim=-1, eps=1e-8)
+    if distance == 'cosine_distance':
+        return 1.0 - F.cosine_similarity(u, v, dim=-1, eps=1e-8)
     raise ValueError(f'distance must be one of {DISTANCES}, got {distance!r}')
 
 
@@ -63,7 +68,9 @@ class DTMLoss(nn.Module):
             level, as the reference). Identical for the default levels.
         protect_first: token 0 never merges (reference). ``False``: paper.
         split: ``'alternate'`` (reference) or ``'random'`` (paper).
-        distance: ``'smooth_l1'`` (default), ``'l1'``, ``'l2'``, ``'cosine'``.
+        distance: ``'smooth_l1'`` (default), ``'l1'``, ``'l2'``, ``'cosine'``
+            (-cos), ``'cosine_distance'`` (1 - cos: the distance of EVA's and
+            MILAN's own loss, which is 2 - 2 cos, i.e. ``loss_weight=2``).
         beta: smooth-L1 threshold. Defaults to 2.0.
         reduction: ``'all_tokens'`` (reference: mean over all N tokens, so a
             group weighs as much as its size), ``'masked'`` (masked tokens

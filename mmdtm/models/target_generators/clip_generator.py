@@ -2,7 +2,7 @@
 import contextlib
 import os
 import os.path as osp
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -16,6 +16,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 INPUT_NORMS = ('imagenet', 'clip')
+OUTPUT_FORMATS = ('patch_tokens', 'tokens_attention')
 AUTOCAST_DTYPES = {None: None, 'fp32': torch.float32, 'bf16': torch.bfloat16,
                    'fp16': torch.float16}
 _WEIGHT_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors', '.ckpt', '.npz')
@@ -108,6 +109,16 @@ class CLIPTargetGenerator(BaseModule):
         random_init_seed: seed of the random weights when
             ``pretrained=None``, so that every process (and a resumed run)
             gets the same teacher; the global RNG is left untouched.
+        output_format: ``'patch_tokens'`` (default): the (B, N, D) patch
+            targets. ``'tokens_attention'``: the tuple that MMPretrain's own
+            ``CLIPGenerator`` returns and that its ``EVA`` and ``MILAN``
+            algorithms unpack, so that this teacher drops into their configs
+            without a new algorithm class: ((B, 1 + N, D) tokens with the
+            class token first, (B, 1 + N, 1 + N) last-block attention
+            averaged over heads). EVA drops the class token itself; MILAN
+            masks by the class token's attention row. Needs a tower whose
+            ``ln_post`` sees every token and whose last block uses
+            ``nn.MultiheadAttention`` (every plain open_clip ViT).
 
     Examples:
         >>> gen = CLIPTargetGenerator('ViT-B-16', pretrained=None)
@@ -127,11 +138,15 @@ class CLIPTargetGenerator(BaseModule):
                  autocast_dtype: Optional[str] = None,
                  inference_mode: bool = True,
                  random_init_seed: int = 0,
+                 output_format: str = 'patch_tokens',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if input_norm not in INPUT_NORMS:
             raise ValueError(f'input_norm must be one of {INPUT_NORMS}, got '
                              f'{input_norm!r}')
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f'output_format must be one of {OUTPUT_FORMATS},'
+                             f' got {output_format!r}')
         if autocast_dtype not in AUTOCAST_DTYPES:
             raise ValueError(f'autocast_dtype must be one of '
                              f'{list(AUTOCAST_DTYPES)}, got {autocast_dtype!r}')
@@ -139,12 +154,15 @@ class CLIPTargetGenerator(BaseModule):
         self.projected, self.input_norm = projected, input_norm
         self.autocast_dtype = AUTOCAST_DTYPES[autocast_dtype]
         self.inference_mode = inference_mode
+        self.output_format = output_format
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(random_init_seed)
             visual = self._build_visual(model_name, pretrained, cache_dir,
                                         dict(model_cfg or {}))
         visual.requires_grad_(False)
         visual.eval()
+        if output_format == 'tokens_attention':
+            self._check_attention_tower(visual, model_name)
         # Outside _modules on purpose: see the class docstring.
         self.__dict__['teacher'] = visual
 
@@ -196,6 +214,19 @@ class CLIPTargetGenerator(BaseModule):
         visual.output_tokens = True
         return visual
 
+    @staticmethod
+    def _check_attention_tower(visual: nn.Module, model_name: str) -> None:
+        blocks = getattr(getattr(visual, 'transformer', None), 'resblocks',
+                         None)
+        attn = getattr(blocks[-1], 'attn', None) if blocks else None
+        if (not isinstance(attn, nn.MultiheadAttention)
+                or getattr(visual, 'attn_pool', None) is not None
+                or getattr(visual, 'final_ln_after_pool', False)):
+            raise ValueError(
+                f"output_format='tokens_attention' needs a plain open_clip "
+                f'ViT (last block with nn.MultiheadAttention, ln_post on '
+                f'every token, no attention pooling); {model_name!r} is not')
+
     @property
     def out_dim(self) -> int:
         """D: the target dimension."""
@@ -222,32 +253,73 @@ class CLIPTargetGenerator(BaseModule):
     def init_weights(self) -> None:
         """Nothing to initialise: the teacher is loaded, never re-inited."""
 
+    def _autocast(self, device_type: str):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        if self.autocast_dtype == torch.float32:
+            return torch.autocast(device_type, enabled=False)
+        return torch.autocast(device_type, dtype=self.autocast_dtype)
+
     def _targets(self, x: Tensor) -> Tensor:
         if self.input_norm == 'clip':
             x = x * self.renorm_scale.to(x.dtype) + self.renorm_shift.to(
                 x.dtype)
-        if self.autocast_dtype is None:
-            ctx = contextlib.nullcontext()
-        elif self.autocast_dtype == torch.float32:
-            ctx = torch.autocast(x.device.type, enabled=False)
-        else:
-            ctx = torch.autocast(x.device.type, dtype=self.autocast_dtype)
-        with ctx:
+        with self._autocast(x.device.type):
             _, tokens = self.teacher(x)  # (B, N, width) after ln_post
             if self.projected and self.teacher.proj is not None:
                 tokens = tokens @ self.teacher.proj
         return tokens.float()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) normalised images -> (B, N, D) float32 targets."""
+    def _tokens_attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """(B, 1 + N, D) tokens with the class token, (B, 1 + N, 1 + N)
+        last-block attention (mean over heads), float32."""
+        last = self.teacher.transformer.resblocks[-1]
+        seen = {}
+
+        def keep(name):
+            return lambda module, args, out: seen.__setitem__(name, out)
+
+        hooks = [last.ln_1.register_forward_hook(keep('attn_in')),
+                 self.teacher.ln_post.register_forward_hook(keep('post'))]
+        try:
+            self._targets(x)  # the patch-target pass; hooks keep the rest
+        finally:
+            for hook in hooks:
+                hook.remove()
+        tokens, attn_in = seen['post'], seen['attn_in']
+        if tokens.dim() != 3 or tokens.shape[1] != self.num_patches + 1:
+            raise ValueError(
+                f'ln_post of {self.model_name!r} saw shape '
+                f'{tuple(tokens.shape)}, not (B, 1 + {self.num_patches}, C); '
+                f"output_format='tokens_attention' cannot be used with it")
+        with self._autocast(x.device.type):
+            if self.projected and self.teacher.proj is not None:
+                tokens = tokens @ self.teacher.proj
+            # The attention the last block computed, now with its weights.
+            _, weights = last.attn(attn_in, attn_in, attn_in,
+                                   need_weights=True,
+                                   average_attn_weights=True)
+        return tokens.float(), weights.float()
+
+    def _output(self, x: Tensor):
+        if self.output_format == 'tokens_attention':
+            return self._tokens_attention(x)
+        return self._targets(x)
+
+    def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """(B, 3, H, W) normalised images -> (B, N, D) float32 targets, or
+        the ``(tokens, attention)`` tuple (see ``output_format``)."""
         if self.inference_mode:
             with torch.inference_mode():
-                out = self._targets(x)
+                out = self._output(x)
+            if isinstance(out, tuple):
+                return tuple(o.clone() for o in out)
             return out.clone()
         with torch.no_grad():
-            return self._targets(x)
+            return self._output(x)
 
     def extra_repr(self) -> str:
         return (f'model_name={self.model_name!r}, pretrained='
                 f'{self.pretrained!r}, projected={self.projected}, '
-                f'input_norm={self.input_norm!r}, out_dim={self.out_dim}')
+                f'input_norm={self.input_norm!r}, out_dim={self.out_dim}, '
+                f'output_format={self.output_format!r}')

@@ -1,0 +1,43 @@
+# DTM added on top of MMPretrain's BEiT v2: the loss is BEiT v2's own
+# (loss_1 + loss_2: VQKD codes predicted from the final and the early-state
+# features) plus a weighted DTM term (loss_dtm) on the student's final patch
+# features, projected to CLIP space by a Linear(768, 512) (DTMNeck) and
+# compared with a frozen CLIP ViT-B/16 teacher's targets of the student's
+# view.
+#
+# Changed from BEiT v2's own config (diff it against the `_base_`):
+#   * model.type: BEiT -> BEiTV2DTM (a subclass that changes only loss():
+#     BEiT.loss has one target generator and one head and does not expose
+#     the features, so no config can add a second teacher and loss term);
+#   * three new parts: dtm_neck, dtm_head, dtm_target_generator.
+# Backbone, neck, head, VQKD tokenizer, data, schedule: BEiT v2's.
+_base_ = [
+    'mmpretrain::beitv2/beitv2_beit-base-p16_8xb256-amp-coslr-300e_in1k.py'
+]
+custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
+# MMEngine tags the dicts of a base from another package with `_scope_`;
+# the Runner passes that key on to `default_collate`, which rejects it.
+# Restating the collate function untagged is the only data change.
+train_dataloader = dict(collate_fn=dict(_delete_=True, type='default_collate'))
+
+model = dict(
+    type='BEiTV2DTM',
+    # BEiTV2Neck's normed final features (B, 196, 768), class token dropped
+    dtm_neck=dict(
+        type='DTMNeck', in_channels=768, out_channels=512,
+        num_extra_tokens=0),
+    dtm_head=dict(
+        type='DTMHead',
+        loss=dict(
+            type='DTMLoss',
+            max_merge=[196, 196],  # DTM's defaults throughout
+            max_iters=[14, 14],
+            distance='smooth_l1',
+            beta=2.0,
+            reduction='all_tokens',
+            loss_weight=1.0)),  # the weight of the DTM term
+    dtm_target_generator=dict(
+        type='CLIPTargetGenerator',
+        model_name='ViT-B-16',
+        # an open_clip tag (downloaded when online) or a local weights file
+        pretrained='openai'))
