@@ -1,9 +1,11 @@
 """Bipartite token matching that returns a partition of the original tokens.
 
 Pure functions, vectorised over the batch. The only Python loop runs over the
-matching rounds. Memory is O(B * N * C) for the features plus one transient
-(B, ceil(t/2), floor(t/2)) score matrix per round; no (B, N, N) membership
-matrix is ever built.
+matching rounds. Groups live in fixed slots (one per original token), so a
+round reads the current groups once and writes only the merged rows; the
+bookkeeping is integer index tensors. Memory is O(B * N * C) for the features
+plus one transient (B, ceil(t/2), floor(t/2)) score matrix per round; no
+(B, N, N) membership matrix is ever built.
 """
 from typing import Optional, Sequence, Union
 
@@ -29,83 +31,74 @@ def _round_reductions(r: Union[int, Sequence[int]], iters: int) -> list:
     return rounds
 
 
-def _random_order(batch: int, t: int, protect_first: bool,
-                  generator: Optional[torch.Generator],
-                  device: torch.device) -> Tensor:
-    """A random permutation of ``t`` positions per image, (B, t).
+def _random_order(order: Tensor, protect_first: bool,
+                  generator: Optional[torch.Generator]) -> Tensor:
+    """Shuffle the current order (B, t) per image.
 
-    With ``protect_first`` position 0 stays first. The permutation is drawn on
-    the generator's device (CPU unless a CUDA generator is given) so that a
-    CPU generator gives the same draw whatever device the tokens are on.
+    With ``protect_first`` position 0 stays first. The keys are drawn on the
+    generator's device (CPU unless a CUDA generator is given), so a CPU
+    generator gives the same draw whatever device the tokens are on.
     """
-    gen_device = generator.device if generator is not None else device
+    batch, t = order.shape
+    gen_device = generator.device if generator is not None else order.device
     start = 1 if protect_first else 0
     keys = torch.rand(batch, t - start, generator=generator, device=gen_device)
-    perm = keys.argsort(dim=-1).to(device) + start
+    perm = keys.argsort(dim=-1).to(order.device) + start
     if protect_first:
-        first = torch.zeros(batch, 1, dtype=perm.dtype, device=device)
-        perm = torch.cat([first, perm], dim=1)
-    return perm
+        perm = torch.cat([perm.new_zeros(batch, 1), perm], dim=1)
+    return order.gather(1, perm)
 
 
-def _match_round(feat: Tensor, size: Tensor, r: int,
+def _match_round(sums: Tensor, order: Tensor, slot_of_token: Tensor, r: int,
                  protect_first: bool) -> tuple:
-    """One round of bipartite soft matching on the current tokens.
+    """One round of bipartite soft matching on the current groups.
+
+    Groups live in fixed slots: ``sums[:, s]`` is the feature sum of the group
+    in slot ``s`` (cosine similarity is scale-free, so sums stand in for the
+    size-weighted means), and ``order`` lists the slots of the t current
+    groups in their current order. Only the merged rows are written.
 
     Args:
-        feat: (B, t, C) float32 current group features (size-weighted means).
-        size: (B, t) float32 number of original tokens in each current group.
-        r: requested reduction; capped at floor((t - protected) / 2).
-        protect_first: the token at position 0 never merges.
+        sums: (B, N, C) float32 group feature sums; updated in place.
+        order: (B, t) slot of each current group, in the current order.
+        slot_of_token: (B, N) slot of every original token's group.
+        r: requested merges; capped at floor((t - protected) / 2).
+        protect_first: the group at position 0 never merges.
 
     Returns:
-        ``(feat, size, new_pos)``: the (B, t - r') features and sizes in the
-        new order (unmerged A tokens in their previous relative order, then
-        all B tokens in theirs) and ``new_pos`` (B, t), the new position of
-        every current token.
+        ``(order, slot_of_token)`` after the round: the kept A groups in their
+        previous relative order, then all B groups in theirs.
     """
-    batch, t, _ = feat.shape
+    batch, t = order.shape
     r = min(r, (t - int(protect_first)) // 2)
-    arange_t = torch.arange(t, device=feat.device)
     if r <= 0:
-        return feat, size, arange_t.expand(batch, t)
-
-    unit = feat / feat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    a, b = unit[:, ::2], unit[:, 1::2]
-    scores = a @ b.transpose(1, 2)  # (B, ta, tb)
+        return order, slot_of_token
+    n, c = sums.shape[1:]
+    rows = sums.view(batch * n, c)
+    offset = torch.arange(0, batch * n, n, device=sums.device).unsqueeze(1)
+    slot_a, slot_b = order[:, ::2], order[:, 1::2]
+    # row gathers through index_select: one index per row, not per element
+    a = rows.index_select(0, (slot_a + offset).flatten()).view(batch, -1, c)
+    b = rows.index_select(0, (slot_b + offset).flatten()).view(batch, -1, c)
+    norm_a = a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    norm_b = b.norm(dim=-1).clamp_min(1e-12).unsqueeze(1)
+    scores = (a @ b.transpose(1, 2)).div_(norm_a).div_(norm_b)  # (B, ta, tb)
     if protect_first:
         scores[:, 0, :] = -torch.inf
     best, best_b = scores.max(dim=-1)  # (B, ta)
-    order = best.argsort(dim=-1, descending=True, stable=True)
-    src = order[:, :r]  # A positions that merge, (B, r)
-    unm = order[:, r:].sort(dim=-1).values  # kept A positions, (B, ta - r)
-    dst = best_b.gather(1, src)  # their B partners, (B, r)
-
-    ta, tb, n_unm = a.shape[1], b.shape[1], order.shape[1] - r
-    feat_a, feat_b = feat[:, ::2], feat[:, 1::2]
-    size_a, size_b = size[:, ::2], size[:, 1::2]
-    # Size-weighted means: accumulate sums on the B side, then divide.
-    sum_b = feat_b * size_b.unsqueeze(-1)
-    src_sum = (feat_a * size_a.unsqueeze(-1)).gather(
-        1, src.unsqueeze(-1).expand(-1, -1, feat.shape[-1]))
-    sum_b = sum_b.scatter_add(
-        1, dst.unsqueeze(-1).expand(-1, -1, feat.shape[-1]), src_sum)
-    size_b = size_b.scatter_add(1, dst, size_a.gather(1, src))
-    feat_b = sum_b / size_b.unsqueeze(-1)
-
-    idx_c = unm.unsqueeze(-1).expand(-1, -1, feat.shape[-1])
-    new_feat = torch.cat([feat_a.gather(1, idx_c), feat_b], dim=1)
-    new_size = torch.cat([size_a.gather(1, unm), size_b], dim=1)
-
-    # New position of every current token: kept A -> rank among kept A,
-    # merged A -> n_unm + its B partner, B -> n_unm + its B index.
-    pos_a = torch.empty(batch, ta, dtype=torch.long, device=feat.device)
-    pos_a.scatter_(1, unm, arange_t[:n_unm].expand(batch, n_unm))
-    pos_a.scatter_(1, src, dst + n_unm)
-    new_pos = torch.empty(batch, t, dtype=torch.long, device=feat.device)
-    new_pos[:, ::2] = pos_a
-    new_pos[:, 1::2] = (arange_t[:tb] + n_unm).expand(batch, tb)
-    return new_feat, new_size, new_pos
+    ranked = best.argsort(dim=-1, descending=True, stable=True)
+    src = ranked[:, :r]  # A positions that merge, (B, r)
+    kept = ranked[:, r:].sort(dim=-1).values  # A positions kept, in order
+    dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
+    src_slot = slot_a.gather(1, src)
+    rows.index_add_(0, (dst_slot + offset).flatten(),
+                    rows.index_select(0, (src_slot + offset).flatten()))
+    # tokens of a merged slot now belong to its partner's slot
+    remap = torch.arange(n, device=sums.device).repeat(batch, 1)
+    remap.scatter_(1, src_slot, dst_slot)
+    slot_of_token = remap.gather(1, slot_of_token)
+    order = torch.cat([slot_a.gather(1, kept), slot_b], dim=1)
+    return order, slot_of_token
 
 
 def bipartite_partition(metric: Tensor,
@@ -140,7 +133,8 @@ def bipartite_partition(metric: Tensor,
 
     Returns:
         (B, N) int64: the group id (0..G-1) of every original token, where
-        G = N - realised merges, the same for every image.
+        G = N - realised merges, the same for every image. Ids are positions
+        in the final order.
 
     Examples:
         >>> x = torch.randn(2, 196, 512)
@@ -155,27 +149,21 @@ def bipartite_partition(metric: Tensor,
     rounds = _round_reductions(r, iters)
     batch, n, _ = metric.shape
     device = metric.device
-    groups = torch.arange(n, device=device).expand(batch, n)
+    arange_n = torch.arange(n, device=device).expand(batch, n)
     if not any(rounds):
-        return groups.clone()
+        return arange_n.clone()
 
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        feat = metric.detach().float()
-        size = torch.ones(batch, n, device=device)
+        sums = metric.detach().float().clone()
+        order, slot_of_token = arange_n, arange_n
         for r_i in rounds:
-            t = feat.shape[1]
             if split == 'random':
-                perm = _random_order(batch, t, protect_first, generator,
-                                     device)
-                feat = feat.gather(1, perm.unsqueeze(-1).expand_as(feat))
-                size = size.gather(1, perm)
-                inv = torch.empty_like(perm)
-                inv.scatter_(1, perm, torch.arange(t, device=device).expand(
-                    batch, t))
-                groups = inv.gather(1, groups)
-            feat, size, new_pos = _match_round(feat, size, r_i, protect_first)
-            groups = new_pos.gather(1, groups)
-    return groups
+                order = _random_order(order, protect_first, generator)
+            order, slot_of_token = _match_round(sums, order, slot_of_token,
+                                                r_i, protect_first)
+        position = torch.empty_like(arange_n)
+        position.scatter_(1, order, arange_n[:, :order.shape[1]])
+        return position.gather(1, slot_of_token)
 
 
 def group_mean(x: Tensor, groups: Tensor) -> Tensor:
@@ -198,13 +186,14 @@ def group_mean(x: Tensor, groups: Tensor) -> Tensor:
         raise ValueError(f'x must be (B, N, D) and groups (B, N); got '
                          f'{tuple(x.shape)} and {tuple(groups.shape)}')
     batch, n, d = x.shape
-    xf = x.float()
-    idx = groups.unsqueeze(-1).expand(-1, -1, d)
-    sums = xf.new_zeros(batch, n, d).scatter_add(1, idx, xf)
-    counts = xf.new_zeros(batch, n).scatter_add(
-        1, groups, xf.new_ones(batch, n))
+    flat = (groups + torch.arange(0, batch * n, n, device=x.device)
+            .unsqueeze(1)).flatten()  # (B*N,) row of each token's group
+    xf = x.float().reshape(batch * n, d)
+    sums = xf.new_zeros(batch * n, d).index_add_(0, flat, xf)
+    counts = xf.new_zeros(batch * n).index_add_(
+        0, flat, xf.new_ones(batch * n))
     means = sums / counts.clamp_min(1.0).unsqueeze(-1)
-    return means.gather(1, idx).to(x.dtype)
+    return means.index_select(0, flat).view(batch, n, d).to(x.dtype)
 
 
 def group_sizes(groups: Tensor) -> Tensor:
