@@ -1,0 +1,129 @@
+"""tools/train.sh (torchrun, CPU gloo fallback) and tools/train.py's flags."""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from ..conftest import REPO, TOY_CFG, make_image_folder
+from ._load import TOOLS, load_tool
+
+train = load_tool('train')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_train_sh_two_processes_on_cpu(tmp_path):
+    """`tools/train.sh <toy config> 2` trains 3 iterations with 2 processes
+    and writes one checkpoint."""
+    data = make_image_folder(str(tmp_path / 'data'), num=8)
+    work = tmp_path / 'work'
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        ['bash', osp.join(TOOLS, 'train.sh'), TOY_CFG, '2',
+         '--work-dir', str(work), '--cfg-options',
+         f'train_dataloader.dataset.data_root={data}',
+         'train_dataloader.batch_size=2', 'train_cfg.max_iters=3',
+         'default_hooks.checkpoint.interval=3',
+         'default_hooks.logger.interval=1',
+         'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
+         'param_scheduler.1.end=3'],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True,
+        timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == [
+        'iter_3.pth']
+    if not torch.cuda.is_available():
+        assert "-> 'gloo' (CPU), 2 processes" in out
+    log = open(next(
+        osp.join(root, f) for root, _, files in os.walk(work)
+        for f in files if f.endswith('.log'))).read()
+    assert 'Distributed training: True' in log
+    assert 'Iter(train) [3/3]' in log or '[3/' in log
+    ckpt = torch.load(work / 'iter_3.pth', map_location='cpu')
+    assert ckpt['meta']['iter'] == 3
+    # every rank drew its schedules from its own stream (seed, rank, call)
+    assert 'head.loss_module.schedule_state' in ckpt['state_dict']
+
+
+def test_train_sh_usage(tmp_path):
+    proc = subprocess.run(['bash', osp.join(TOOLS, 'train.sh'), TOY_CFG],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and 'usage' in proc.stderr
+
+
+def _args(*argv):
+    return train.parse_args([TOY_CFG, *argv])
+
+
+def test_merge_args_flags(tmp_path):
+    cfg = train.merge_args(Config.fromfile(TOY_CFG), _args())
+    assert cfg.work_dir == osp.join('work_dirs',
+                                    'dtm_vit-tiny-p16_1xb8-40iter_toy')
+    assert cfg.launcher == 'none' and cfg.resume is False
+    assert cfg.train_dataloader.persistent_workers is False  # num_workers=0
+
+    cfg = train.merge_args(Config.fromfile(TOY_CFG), _args(
+        '--resume', '--work-dir', str(tmp_path),
+        '--cfg-options', 'train_cfg.max_iters=7'))
+    assert (cfg.resume, cfg.load_from) == (True, None)
+    assert cfg.work_dir == str(tmp_path) and cfg.train_cfg.max_iters == 7
+
+    cfg = train.merge_args(Config.fromfile(TOY_CFG),
+                           _args('--resume', 'some/iter_4.pth'))
+    assert (cfg.resume, cfg.load_from) == (True, 'some/iter_4.pth')
+
+    with pytest.raises(KeyError, match='auto_scale_lr.base_batch_size'):
+        train.merge_args(Config.fromfile(TOY_CFG), _args('--auto-scale-lr'))
+    cfg = Config.fromfile(TOY_CFG)
+    cfg.auto_scale_lr = dict(base_batch_size=8)
+    assert train.merge_args(cfg, _args('--auto-scale-lr')).auto_scale_lr == \
+        dict(base_batch_size=8, enable=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_amp_without_cuda_is_a_clear_error():
+    with pytest.raises(RuntimeError, match='--amp needs a GPU'):
+        train.merge_args(Config.fromfile(TOY_CFG), _args('--amp'))
+
+
+def test_missing_config_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        train.main([str(tmp_path / 'nope.py')])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_cpu_fallback_from_slurm_variables(monkeypatch):
+    """A Slurm task on a CPU node: gloo, env from SLURM_*, no device_ids."""
+    from mmdtm.utils.launch import cpu_distributed_fallback
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.setenv(key, '5')  # stale values: SLURM_* must win
+    monkeypatch.setenv('SLURM_PROCID', '0')
+    monkeypatch.setenv('SLURM_NTASKS', '1')
+    monkeypatch.setenv('SLURM_LOCALID', '0')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    cfg = Config.fromfile(TOY_CFG)
+    cfg.env_cfg.dist_cfg.backend = 'nccl'
+    assert cpu_distributed_fallback(cfg.copy(), 'none') is False
+    try:
+        assert cpu_distributed_fallback(cfg, 'slurm') is True
+        assert torch.distributed.get_backend() == 'gloo'
+        assert torch.distributed.get_world_size() == 1
+    finally:
+        torch.distributed.destroy_process_group()
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert (os.environ['RANK'], os.environ['WORLD_SIZE']) == ('0', '1')
+    with pytest.raises(ValueError, match='launcher'):
+        cpu_distributed_fallback(cfg, 'torchrun')
