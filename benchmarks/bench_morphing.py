@@ -1,0 +1,265 @@
+"""Our morphing op against the dense source-matrix formulation, side by side.
+
+"ours": ``mmdtm.morphing.bipartite_partition`` (group ids, O(B N C) memory)
+then ``group_mean`` on the student (B, N, C) and teacher (B, N, D) tokens.
+
+"dense": the same algorithm written the way the reference code does it, here
+independently: a (B, t, N) membership ("source") matrix, the identity at the
+start, whose rows are merged every round alongside the size-weighted
+features, and group means through two batched matmuls per side
+(sums = S @ x, then S^T @ (sums / sizes)).
+
+Both arms are checked to give the same group means before anything is timed.
+Each configuration (batch B, rounds k) uses r = ceil(N / 2 / k) merges per
+round, so about half of the tokens are merged whatever k.
+
+Example::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_morphing.py --json m.json
+    python benchmarks/bench_morphing.py --device cuda --repeats 20
+"""
+import argparse
+import math
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+import common  # noqa: I100  (benchmarks/common.py, next to this script)
+from mmdtm.morphing import bipartite_partition, group_mean, realised_groups
+
+GOAL_SPEEDUP = 3.0  # ours at least 3x faster at the largest batch
+GOAL_MEM_FRACTION = 0.1  # and at most a tenth of the dense peak memory
+
+
+# --------------------------------------------------------------- dense arm
+def dense_sources(metric: Tensor, rounds: Sequence[int],
+                  protect_first: bool = True) -> Tensor:
+    """(B, G, N) float32 membership matrix after the matching rounds.
+
+    Row g of ``S`` is the indicator of the original tokens in group g. Every
+    round: cosine scores between even (A) and odd (B) rows of the current
+    size-weighted features, each A row's best B partner, the r best A rows
+    merged into their partners (stable sort by score), features merged as
+    size-weighted sums, and the membership rows merged the same way.
+    """
+    batch, n, _ = metric.shape
+    feat = metric.detach().float()
+    size = feat.new_ones(batch, n, 1)
+    src = torch.eye(n, device=feat.device).expand(batch, n, n).clone()
+    for r in rounds:
+        t = feat.shape[1]
+        r = min(r, (t - int(protect_first)) // 2)
+        if r <= 0:
+            continue
+        unit = feat / feat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        sim = unit[:, 0::2] @ unit[:, 1::2].transpose(1, 2)
+        if protect_first:
+            sim[:, 0] = -math.inf
+        score, partner = sim.max(dim=-1)
+        ranking = score.argsort(dim=-1, descending=True, stable=True)
+        moved = ranking[:, :r]
+        kept = ranking[:, r:].sort(dim=-1).values
+        target = partner.gather(1, moved)
+
+        def merge_rows(rows: Tensor) -> Tensor:
+            """(B, t, K) -> (B, t - r, K): kept A rows, then B rows + moved."""
+            width = rows.shape[-1]
+            a_rows, b_rows = rows[:, 0::2], rows[:, 1::2]
+            keep = a_rows.gather(1, kept.unsqueeze(-1).expand(-1, -1, width))
+            move = a_rows.gather(1, moved.unsqueeze(-1).expand(-1, -1, width))
+            b_rows = b_rows.scatter_add(
+                1, target.unsqueeze(-1).expand(-1, -1, width), move)
+            return torch.cat([keep, b_rows], dim=1)
+
+        weighted = merge_rows(torch.cat([feat * size, size], dim=-1))
+        size = weighted[..., -1:]
+        feat = weighted[..., :-1] / size
+        src = merge_rows(src)
+    return src
+
+
+def dense_group_mean(x: Tensor, src: Tensor) -> Tensor:
+    """(B, N, D) group means through two batched matmuls with (B, G, N)."""
+    sums = src @ x.float()  # (B, G, D)
+    means = sums / src.sum(-1, keepdim=True)
+    return (src.transpose(1, 2) @ means).to(x.dtype)  # (B, N, D)
+
+
+def dense_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
+              ) -> Tuple[Tensor, Tensor]:
+    src = dense_sources(teacher, rounds)
+    return dense_group_mean(student, src), dense_group_mean(teacher, src)
+
+
+# ---------------------------------------------------------------- our arm
+def our_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
+            ) -> Tuple[Tensor, Tensor]:
+    groups = bipartite_partition(teacher, list(rounds), len(rounds))
+    return group_mean(student, groups), group_mean(teacher, groups)
+
+
+# ------------------------------------------------------------------ inputs
+def make_tokens(batch: int, n: int, c: int, d: int, device: torch.device,
+                seed: int) -> Tuple[Tensor, Tensor]:
+    """Student (B, N, C) and teacher (B, N, D) tokens.
+
+    The teacher tokens are clustered (a few "objects" per image plus noise),
+    so that the matching sees structure rather than i.i.d. noise.
+    """
+    g = torch.Generator().manual_seed(seed)
+    num_objects = max(2, n // 24)
+    centers = torch.randn(batch, num_objects, d, generator=g)
+    owner = torch.randint(0, num_objects, (batch, n), generator=g)
+    teacher = centers.gather(1, owner.unsqueeze(-1).expand(-1, -1, d))
+    teacher = teacher + 0.7 * torch.randn(batch, n, d, generator=g)
+    student = torch.randn(batch, n, c, generator=g)
+    return student.to(device), teacher.to(device)
+
+
+def with_backward(arm: Callable, student: Tensor, teacher: Tensor,
+                  rounds: Sequence[int], grad: Tensor) -> Callable:
+    """The arm plus the student-side backward (as in training)."""
+    def run():
+        x = student.detach().requires_grad_(True)
+        u, v = arm(x, teacher, rounds)
+        u.backward(grad)
+        return u.detach(), v, x.grad
+    return run
+
+
+def check_same(student: Tensor, teacher: Tensor,
+               rounds: Sequence[int]) -> float:
+    """Max abs difference of the group means of both arms; raises if off."""
+    with torch.no_grad():
+        u_ours, v_ours = our_arm(student, teacher, rounds)
+        u_dense, v_dense = dense_arm(student, teacher, rounds)
+    err = max(float((u_ours - u_dense).abs().max()),
+              float((v_ours - v_dense).abs().max()))
+    scale = max(1.0, float(teacher.abs().max()))
+    if not err <= 1e-4 * scale:
+        raise SystemExit(f'ours and dense disagree: max |diff| of the group '
+                         f'means = {err:.3g} for rounds={list(rounds)}; fix '
+                         f'the op before timing it')
+    return err
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--batch', type=int, nargs='+', default=[8, 64],
+                        help='batch sizes B (default 8 64)')
+    parser.add_argument('--tokens', type=int, default=196,
+                        help='tokens N (default 196)')
+    parser.add_argument('--channels', type=int, default=512,
+                        help='student channels C = teacher channels D '
+                        '(default 512)')
+    parser.add_argument('--iters', type=int, nargs='+', default=[1, 7, 14],
+                        help='matching rounds k (default 1 7 14)')
+    parser.add_argument('--merge-fraction', type=float, default=0.5,
+                        help='fraction of tokens to merge; r = ceil(N * f / '
+                        'k) (default 0.5)')
+    parser.add_argument('--backward', action='store_true',
+                        help='include the student-side backward')
+    parser.add_argument('--mem-repeats', type=int, default=3,
+                        help='peak-memory measurements per arm (median)')
+    common.add_common_args(parser, repeats=7, warmup=2)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    device = common.setup(args)
+    n, c = args.tokens, args.channels
+    if n < 3 or c < 1:
+        raise SystemExit(f'--tokens must be >= 3 and --channels >= 1, got '
+                         f'{n} and {c}')
+    if not 0 < args.merge_fraction <= 1:
+        raise SystemExit(f'--merge-fraction must be in (0, 1], got '
+                         f'{args.merge_fraction}')
+    if min(args.iters) < 1 or min(args.batch) < 1:
+        raise SystemExit('--iters and --batch values must be >= 1')
+    info = common.machine_info(device)
+    print(f"# bench_morphing on {info['device']} ({info['cpu']}, torch "
+          f"{info['torch']}, {info['torch_threads']} threads), "
+          f"{'forward + student backward' if args.backward else 'forward'}")
+
+    rows: List[Dict[str, object]] = []
+    for batch in args.batch:
+        student, teacher = make_tokens(batch, n, c, c, device, args.seed)
+        grad = torch.randn(batch, n, c, device=device)
+        for k in args.iters:
+            r = math.ceil(n * args.merge_fraction / k)
+            rounds = [r] * k
+            err = check_same(student, teacher, rounds)
+            arms = {}
+            for name, arm in (('ours', our_arm), ('dense', dense_arm)):
+                if args.backward:
+                    arms[name] = with_backward(arm, student, teacher, rounds,
+                                               grad)
+                else:
+                    arms[name] = (lambda a=arm: _no_grad(a, student, teacher,
+                                                         rounds))
+            times = common.time_interleaved(arms, device, args.repeats,
+                                            args.warmup)
+            mem = {
+                name: common.median([
+                    common.peak_memory(fn, device)
+                    for _ in range(args.mem_repeats)
+                ]) for name, fn in arms.items()
+            }
+            t_ours, t_dense = (common.median(times[a]) for a in
+                               ('ours', 'dense'))
+            row = dict(
+                batch=batch, tokens=n, channels=c, iters=k, r=r,
+                groups=realised_groups(n, rounds), max_abs_diff=err,
+                ours_ms=1e3 * t_ours, dense_ms=1e3 * t_dense,
+                speedup=t_dense / t_ours,
+                ours_mib=mem['ours'], dense_mib=mem['dense'],
+                mem_fraction=(mem['ours'] / mem['dense']
+                              if mem['dense'] > 0 else float('nan')),
+                times_s=times)
+            rows.append(row)
+            print(f"  B={batch} k={k} r={r}: ours {row['ours_ms']:.2f} ms, "
+                  f"dense {row['dense_ms']:.2f} ms, x{row['speedup']:.2f}; "
+                  f"{mem['ours']:.1f} vs {mem['dense']:.1f} MiB", flush=True)
+
+    print()
+    common.print_table(
+        ['B', 'k', 'r', 'groups', 'ours ms', 'dense ms', 'speed-up (dense/ours)',
+         'ours MiB', 'dense MiB', 'memory (ours/dense)'],
+        [[r['batch'], r['iters'], r['r'], r['groups'], r['ours_ms'],
+          r['dense_ms'], r['speedup'], r['ours_mib'], r['dense_mib'],
+          r['mem_fraction']] for r in rows],
+        title=f'N={n}, C=D={c}, median of {args.repeats} interleaved '
+        f'repetitions after {args.warmup} warm-up, peak memory above the '
+        f'inputs ({"CUDA allocator" if device.type == "cuda" else "RSS"})')
+
+    big = max(args.batch)
+    at_big = [r for r in rows if r['batch'] == big]
+    summary: Dict[str, object] = {}
+    for r in rows:
+        summary[f"speedup_B{r['batch']}_k{r['iters']}"] = r['speedup']
+    for r in rows:
+        summary[f"mem_frac_B{r['batch']}_k{r['iters']}"] = r['mem_fraction']
+    min_speed = min(r['speedup'] for r in at_big)
+    max_mem = max(r['mem_fraction'] for r in at_big)
+    summary['goal_speedup'] = ('met' if min_speed >= GOAL_SPEEDUP else
+                               'missed')
+    summary['goal_memory'] = ('met' if max_mem <= GOAL_MEM_FRACTION else
+                              'missed' if max_mem == max_mem else 'n/a')
+    common.finish('morphing', summary,
+                  dict(machine=info, args=vars(args), rows=rows,
+                       goals=dict(speedup_at_least=GOAL_SPEEDUP,
+                                  memory_fraction_at_most=GOAL_MEM_FRACTION,
+                                  batch=big)),
+                  args.json)
+
+
+def _no_grad(arm: Callable, student: Tensor, teacher: Tensor,
+             rounds: Sequence[int]):
+    with torch.no_grad():
+        return arm(student, teacher, rounds)
+
+
+if __name__ == '__main__':
+    main()
