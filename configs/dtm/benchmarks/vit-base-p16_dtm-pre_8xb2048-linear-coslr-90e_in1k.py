@@ -17,7 +17,7 @@ model = dict(
         final_norm=True,
         frozen_stages=12,
         init_cfg=dict(checkpoint=pretrained)),
-    neck=dict(type='ClsBatchNormNeck', input_features=768),
+    neck=dict(_delete_=True, type='ClsBatchNormNeck', input_features=768),
     head=dict(
         loss=dict(_delete_=True, type='CrossEntropyLoss'),
         init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.01)]),

@@ -6,6 +6,7 @@ pretrained = 'work_dirs/dtm/vits_finetune_backbone.pth'
 model = dict(
     backbone=dict(
         arch=dict(
+            _delete_=True,
             embed_dims=384, num_layers=12, num_heads=6,
             feedforward_channels=1536),
         init_cfg=dict(checkpoint=pretrained)),
