@@ -111,3 +111,27 @@ def test_reference_conversion_lists_missing_and_unmapped_keys(student):
     for key in ('blocks.1.mlp.fc2.weight', 'norm.bias',
                 'blocks.0.attn.k_bias'):
         assert key in msg
+
+
+def test_reference_cli_checks_against_a_pretraining_config(student, tmp_path,
+                                                           capsys):
+    from mmdtm.utils.convert_cli import (dtm_to_downstream_main,
+                                         reference_to_mmdtm_main)
+    from ..conftest import TOY_CFG
+    from .test_checked_loading import _downstream_config
+    src, dst = str(tmp_path / 'ref.pth'), str(tmp_path / 'mmdtm.pth')
+    ref = _reference_from(student, torch.randn(32, 64), torch.randn(32))
+    torch.save({'model': ref, 'epoch': 299}, src)
+    assert reference_to_mmdtm_main([src, dst, '--config', TOY_CFG]) == 0
+    assert 'loaded 41/41' in capsys.readouterr().out  # 9 + 2 x 16
+    # and on to a downstream backbone
+    down = str(tmp_path / 'down.pth')
+    assert dtm_to_downstream_main(
+        [dst, down, '--config', _downstream_config(tmp_path)]) == 0
+    # a head of the wrong width does not match the config: exit 1
+    ref['lm_head.weight'] = torch.randn(16, 64)
+    torch.save({'model': ref}, src)
+    assert reference_to_mmdtm_main(
+        [src, str(tmp_path / 'x.pth'), '--config', TOY_CFG]) == 1
+    assert 'neck.proj.weight (16, 64) vs model (32, 64)' in \
+        capsys.readouterr().out
