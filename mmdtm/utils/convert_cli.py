@@ -97,11 +97,12 @@ class _PretrainShell(nn.Module):
 
 def reference_to_mmdtm_file(src: str, dst: str,
                             config: Optional[str] = None,
-                            skip_prefixes: Sequence[str] = ()) -> int:
+                            skip_prefixes: Sequence[str] = (),
+                            trusted: bool = False) -> int:
     """Convert a reference pre-training checkpoint to mmdtm's layout; with
     ``config`` (a DTM pre-training config) the result is checked key by key
     against its backbone and neck."""
-    ckpt = load_checkpoint_file(src)
+    ckpt = load_checkpoint_file(src, trusted=trusted)
     if isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict):
         ref = ckpt['model']
     else:
@@ -152,6 +153,9 @@ def reference_to_mmdtm_main(argv: Optional[List[str]] = None) -> int:
                         help='a DTM pre-training config to check against')
     parser.add_argument('--skip-prefix', action='append', default=[],
                         help='drop keys with this prefix (e.g. teacher.)')
+    parser.add_argument('--trusted', action='store_true',
+                        help='load with weights_only=False (can run code '
+                        'from the file: only for files you trust)')
     args = parser.parse_args(argv)
     return _run(reference_to_mmdtm_file, args.src, args.dst, args.config,
-                args.skip_prefix)
+                args.skip_prefix, args.trusted)

@@ -16,9 +16,11 @@ silently dropped):
 Relative position bias tables are resized (bicubic on the 2-D offset grid,
 the 3 class-token entries kept) when the window size differs.
 """
+import argparse
 import io
 import os
 import os.path as osp
+import pickle
 import re
 import sys
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -90,23 +92,42 @@ class _ReadProgress(io.RawIOBase):
         super().close()
 
 
-def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20
-                         ) -> dict:
-    """``torch.load`` on CPU (``weights_only``), with a byte progress line
-    for files of at least ``progress_min_bytes``."""
+def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
+                         trusted: bool = False) -> dict:
+    """``torch.load`` on CPU, with a byte progress line for local files of
+    at least ``progress_min_bytes``; URLs go through MMEngine's loader.
+
+    ``weights_only`` stays on (plus ``argparse.Namespace``, which training
+    scripts save as ``args``) unless ``trusted``: only for files whose
+    origin you trust, since unpickling can run code.
+    """
+    if '://' in path:
+        from mmengine.runner import CheckpointLoader
+        return CheckpointLoader.load_checkpoint(path, map_location='cpu')
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     size = os.path.getsize(path)
-    if size < progress_min_bytes:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    from tqdm import tqdm
-    with tqdm(total=size, desc=f'load {osp.basename(path)}', unit='B',
-              unit_scale=True, file=sys.stderr) as bar:
-        f = io.BufferedReader(_ReadProgress(path, bar), 1 << 20)
-        try:
-            return torch.load(f, map_location='cpu', weights_only=True)
-        finally:
-            f.close()
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        if size < progress_min_bytes:
+            return _torch_load(path, path, trusted)
+        from tqdm import tqdm
+        with tqdm(total=size, desc=f'load {osp.basename(path)}', unit='B',
+                  unit_scale=True, file=sys.stderr) as bar:
+            f = io.BufferedReader(_ReadProgress(path, bar), 1 << 20)
+            try:
+                return _torch_load(f, path, trusted)
+            finally:
+                f.close()
+
+
+def _torch_load(f, path: str, trusted: bool) -> dict:
+    try:
+        return torch.load(f, map_location='cpu', weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        raise ConversionError(
+            f'{path}: torch.load(weights_only=True) refused an object in '
+            f'the file ({str(err).splitlines()[0]}). If you trust the file, '
+            f'convert with --trusted.') from err
 
 
 def state_dict_of(checkpoint: dict, source: str = 'checkpoint') -> StateDict:

@@ -1,4 +1,6 @@
 """mmdtm -> downstream and reference -> mmdtm conversion."""
+import argparse
+
 import pytest
 import torch
 
@@ -121,7 +123,9 @@ def test_reference_cli_checks_against_a_pretraining_config(student, tmp_path,
     from .test_checked_loading import _downstream_config
     src, dst = str(tmp_path / 'ref.pth'), str(tmp_path / 'mmdtm.pth')
     ref = _reference_from(student, torch.randn(32, 64), torch.randn(32))
-    torch.save({'model': ref, 'epoch': 299}, src)
+    # training scripts save their argparse.Namespace next to the weights
+    torch.save({'model': ref, 'epoch': 299,
+                'args': argparse.Namespace(lr=1.5e-3)}, src)
     assert reference_to_mmdtm_main([src, dst, '--config', TOY_CFG]) == 0
     assert 'loaded 41/41' in capsys.readouterr().out  # 9 + 2 x 16
     # and on to a downstream backbone
@@ -135,3 +139,14 @@ def test_reference_cli_checks_against_a_pretraining_config(student, tmp_path,
         [src, str(tmp_path / 'x.pth'), '--config', TOY_CFG]) == 1
     assert 'neck.proj.weight (16, 64) vs model (32, 64)' in \
         capsys.readouterr().out
+    # other pickled objects are refused unless the user trusts the file
+    ref['lm_head.weight'] = torch.randn(32, 64)
+    torch.save({'model': ref, 'extra': _Opaque()}, src)
+    assert reference_to_mmdtm_main([src, str(tmp_path / 'y.pth')]) == 1
+    assert '--trusted' in capsys.readouterr().err
+    assert reference_to_mmdtm_main(
+        [src, str(tmp_path / 'y.pth'), '--trusted']) == 0
+
+
+class _Opaque:
+    """An object ``weights_only`` loading does not allow."""
