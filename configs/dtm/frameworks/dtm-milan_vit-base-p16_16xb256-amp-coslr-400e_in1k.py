@@ -19,6 +19,10 @@
 #     attention) tuple MILAN unpacks (the attention drives its masking);
 #   * find_unused_parameters: False (the new teacher has no trainable
 #     parameters; every MILAN parameter gets a gradient, tested).
+#   * neck.embed_dim=768: MMPretrain 1.2.0's MILAN config leaves the decoder
+#     at its default embed_dim=1024, which does not fit the ViT-B encoder
+#     (768): its first training step fails with a shape error. Not a DTM
+#     change, a fix without which the variant cannot run.
 _base_ = ['mmpretrain::milan/milan_vit-base-p16_16xb256-amp-coslr-400e_in1k.py']
 custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
 # MMEngine tags the dicts of a base from another package with `_scope_`;
@@ -27,6 +31,7 @@ custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
 train_dataloader = dict(collate_fn=dict(_delete_=True, type='default_collate'))
 
 model = dict(
+    neck=dict(embed_dim=768),  # the encoder's width (see above)
     head=dict(
         _delete_=True,
         type='DTMHead',
