@@ -16,7 +16,7 @@ it (MMEngine defers only its own ``Pretrained`` type that way).
 """
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log

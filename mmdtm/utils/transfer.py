@@ -217,7 +217,8 @@ def split_prefix(state: StateDict, prefix: str) -> Tuple[StateDict, List[str]]:
     return inside, outside
 
 
-def _layer_ids(state: StateDict, pattern: str = r'^layers\.(\d+)\.') -> List[int]:
+def _layer_ids(state: StateDict,
+               pattern: str = r'^layers\.(\d+)\.') -> List[int]:
     ids = {int(m.group(1)) for k in state
            for m in [re.match(pattern, k)] if m}
     return sorted(ids)
@@ -249,8 +250,9 @@ def fold_shared_rel_pos_bias(backbone: StateDict) -> StateDict:
                 f'has {tuple(shared.shape)}')
         out[key] = shared.clone() if own is None else own + shared
         idx = f'layers.{i}.attn.relative_position_index'
-        if idx not in out and 'rel_pos_bias.relative_position_index' in backbone:
-            out[idx] = backbone['rel_pos_bias.relative_position_index'].clone()
+        shared_idx = backbone.get('rel_pos_bias.relative_position_index')
+        if idx not in out and shared_idx is not None:
+            out[idx] = shared_idx.clone()
     return out
 
 

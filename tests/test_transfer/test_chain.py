@@ -194,8 +194,8 @@ def test_pretrain_convert_finetune_segment(tmp_path):
     state = torch.load(cls_ckpt)
     del state['state_dict']['backbone.layers.0.attn.proj.weight']
     torch.save(state, str(tmp_path / 'missing.pth'))
-    bad.model.backbone.init_cfg.update(prefix='backbone.',
-                                       checkpoint=str(tmp_path / 'missing.pth'))
+    bad.model.backbone.init_cfg.update(
+        prefix='backbone.', checkpoint=str(tmp_path / 'missing.pth'))
     with pytest.raises(CheckpointKeyError) as err:
         _build_and_init(Runner.from_cfg(bad))
     assert err.value.missing == ['layers.0.attn.proj.weight']
