@@ -23,7 +23,9 @@
 #     at its default embed_dim=1024, which does not fit the ViT-B encoder
 #     (768): its first training step fails with a shape error. Not a DTM
 #     change, a fix without which the variant cannot run.
-_base_ = ['mmpretrain::milan/milan_vit-base-p16_16xb256-amp-coslr-400e_in1k.py']
+_base_ = [
+    'mmpretrain::milan/milan_vit-base-p16_16xb256-amp-coslr-400e_in1k.py'
+]
 custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
 # MMEngine tags the dicts of a base from another package with `_scope_`;
 # the Runner passes that key on to `default_collate`, which rejects it.
