@@ -10,5 +10,7 @@ register_safe_globals()
 register_url_loader()  # clear error naming the file when a URL is offline
 from . import morphing  # noqa: F401  (pure torch, no registry)
 from . import models  # noqa: F401,E402  (registers the components)
+from . import engine  # noqa: F401,E402  (optimizer constructors)
+from . import datasets  # noqa: F401,E402  (resumable sampler, safe loading)
 
 __all__ = ['__version__', 'register_safe_globals', 'morphing', 'models']

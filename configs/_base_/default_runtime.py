@@ -6,10 +6,21 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=100),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # SafeCheckpointHook: atomic writes (tmp + rename) and every rank's RNG
+    # states in the checkpoint, for exact resume (docs/reliability.md).
+    checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
 )
+# NonFiniteLossHook: action='stop' raises naming the iteration before the
+# optimizer step ('skip': skip such steps and count them, max_skips=None).
+# StrictLoadHook: load_from / resume fail on a checkpoint of another model,
+# listing missing / unexpected keys (allow_missing / allow_unexpected:
+# regular expressions of keys that may differ).
+custom_hooks = [
+    dict(type='NonFiniteLossHook', action='stop'),
+    dict(type='StrictLoadHook'),
+]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -31,7 +31,7 @@ model = dict(
                 layers=1))))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='SafeLoadImageFromFile', on_error='raise'),  # or 'skip'
     dict(
         type='RandomResizedCrop',
         scale=img_size,
@@ -54,7 +54,8 @@ train_dataloader = dict(
     batch_size=8,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # ResumableSampler + ResumableIterBasedTrainLoop: exact, fast resume
+    sampler=dict(type='ResumableSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(
         type='CustomDataset',
@@ -73,11 +74,11 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=5,
          end=40),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=40)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=40)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=5),
     checkpoint=dict(
-        type='CheckpointHook', interval=20, by_epoch=False,
+        type='SafeCheckpointHook', interval=20, by_epoch=False,
         max_keep_ckpts=2))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0, diff_rank_seed=True)

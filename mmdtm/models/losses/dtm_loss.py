@@ -3,7 +3,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmengine.dist import get_rank
+from mmengine.dist import broadcast, get_rank, is_distributed
+from mmengine.dist.utils import get_comm_device
 from torch import Tensor, nn
 
 from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels, group_mean,
@@ -47,6 +48,15 @@ def standardize(v: Tensor, eps: float = 1e-6) -> Tensor:
     return (v - mean) / (var + eps).sqrt()
 
 
+def _shared_seed() -> int:
+    """A seed drawn from torch's global RNG on rank 0, the same on all."""
+    seed = torch.randint(0, 2**31 - 1, (1, ))
+    if is_distributed():
+        seed = seed.to(get_comm_device())
+        broadcast(seed, src=0)
+    return int(seed)
+
+
 @MODELS.register_module()
 class DTMLoss(nn.Module):
     """Dynamic Token Morphing loss (dtm-method.md, items 4 to 9).
@@ -78,7 +88,9 @@ class DTMLoss(nn.Module):
         standardize_target: per-token standardisation of the morphed targets.
         loss_weight: w.
         seed: base seed of the schedule. ``None`` draws one from torch's
-            global RNG at build time (seeded by the Runner's ``randomness``).
+            global RNG at build time (seeded by the Runner's ``randomness``)
+            on rank 0 and broadcasts it, so that every rank shares it even
+            with ``diff_rank_seed=True`` (a resumed run restores rank 0's).
             The seed and the number of calls are buffers, saved in
             checkpoints, so a resumed run draws the same schedules.
 
@@ -125,7 +137,7 @@ class DTMLoss(nn.Module):
         self.standardize_target = standardize_target
         self.loss_weight = float(loss_weight)
         if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1, )))
+            seed = _shared_seed()
         # [seed, calls]: a persistent buffer, so checkpoints carry them. The
         # Python mirrors avoid a device sync per step on CUDA.
         self._seed, self._calls = int(seed), 0

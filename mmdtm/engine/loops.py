@@ -1,0 +1,106 @@
+"""Training loops that resume exactly where an interrupted run stopped."""
+import logging
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
+from mmpretrain.registry import LOOPS
+from torch.utils.data import DataLoader
+
+
+def _skippable_sampler(loader: DataLoader):
+    """The loader's sampler if it supports ``skip`` (else ``None``)."""
+    sampler = getattr(loader, 'sampler', None)
+    if not hasattr(sampler, 'skip'):
+        sampler = getattr(getattr(loader, 'batch_sampler', None), 'sampler',
+                          None)
+    return sampler if hasattr(sampler, 'skip') else None
+
+
+def _private_generator(loader: DataLoader) -> None:
+    """Give the loader its own generator.
+
+    Every ``iter(loader)`` draws a base seed; without a generator it comes
+    from torch's global RNG, so a resumed run (which creates an iterator the
+    uninterrupted run did not) would shift the global stream. The base seed
+    only seeds worker processes, which MMEngine's ``worker_init_fn`` reseeds
+    from (seed, rank, worker id) anyway.
+    """
+    if getattr(loader, 'generator', None) is None:
+        loader.generator = torch.Generator().manual_seed(0)
+
+
+@LOOPS.register_module()
+class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
+    """``IterBasedTrainLoop`` that resumes at the exact batch, fast.
+
+    On resume at iteration ``n``, MMEngine loads and discards ``n`` batches
+    to reach the data position: slow for a long run, and it consumes the
+    augmentation RNG that :class:`~mmdtm.engine.SafeCheckpointHook` has
+    just restored. This loop sets the sampler's epoch and position directly
+    (``n // len(loader)`` and the batch within that epoch) and loads
+    nothing. Needs a sampler with ``skip``
+    (:class:`~mmdtm.datasets.ResumableSampler`); other samplers fall back to
+    MMEngine's behaviour with a warning. It also gives the loader a private
+    generator (see :func:`_private_generator`), so that creating the extra
+    iterator does not shift torch's global RNG.
+
+    Args: as ``IterBasedTrainLoop``.
+    """
+
+    def __init__(self,
+                 runner,
+                 dataloader: Union[DataLoader, Dict],
+                 max_iters: int,
+                 val_begin: int = 1,
+                 val_interval: int = 1000,
+                 dynamic_intervals: Optional[List[Tuple[int, int]]] = None
+                 ) -> None:
+        super().__init__(runner, dataloader, max_iters, val_begin,
+                         val_interval, dynamic_intervals)
+        _private_generator(self.dataloader)
+
+    def _fast_forward(self, step: int) -> None:
+        """Place the data iterator at the batch of iteration ``step``."""
+        loader = self.dataloader
+        sampler = _skippable_sampler(loader)
+        if sampler is None:
+            print_log(
+                f'{type(loader.sampler).__name__} cannot skip: loading and '
+                f'discarding {step} batches (use ResumableSampler for an '
+                f'exact, fast resume)', logger='current',
+                level=logging.WARNING)
+            for _ in range(step):
+                next(self.dataloader_iterator)
+            return
+        batch_size = loader.batch_size or loader.batch_sampler.batch_size
+        epoch, batch = divmod(step, len(loader))
+        sampler.set_epoch(epoch)
+        sampler.skip(batch * batch_size)
+        self.dataloader_iterator._epoch = epoch
+        self.dataloader_iterator._iterator = iter(loader)
+        print_log(f'Resuming at iteration {step}: sampler epoch {epoch}, '
+                  f'batch {batch} of {len(loader)}', logger='current')
+
+    def run(self) -> torch.nn.Module:
+        """Launch training; a resumed run fast-forwards the sampler."""
+        self.runner.call_hook('before_train')
+        self.runner.call_hook('before_train_epoch')
+        if self._iter > 0:
+            self._fast_forward(self._iter)
+        while self._iter < self._max_iters and not self.stop_training:
+            self.runner.model.train()
+            data_batch = next(self.dataloader_iterator)
+            self.run_iter(data_batch)
+
+            self._decide_current_val_interval()
+            if (self.runner.val_loop is not None
+                    and self._iter >= self.val_begin
+                    and (self._iter % self.val_interval == 0
+                         or self._iter == self._max_iters)):
+                self.runner.val_loop.run()
+
+        self.runner.call_hook('after_train_epoch')
+        self.runner.call_hook('after_train')
+        return self.runner.model
