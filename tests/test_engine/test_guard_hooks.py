@@ -101,3 +101,18 @@ def test_check_state_dict_lists_shapes_and_allows_patterns():
     check_state_dict(model, {'a.weight': torch.zeros(2, 3), 'c': 1},
                      'ckpt.pth', allow_missing=[r'^b\.'],
                      allow_unexpected=['^c$'])
+
+
+@pytest.mark.parametrize('options, error, match', [
+    ({'model.target_generator.pretrained': '/nowhere/clip_b16.bin'},
+     FileNotFoundError, '/nowhere/clip_b16.bin'),
+    ({'model.head.loss.max_merge': [17, 16]}, ValueError,
+     r'head\.loss\.max_merge\[0\]=17 exceeds'),
+    ({'model.head.loss.distance': 'l3'}, ValueError, 'distance'),
+])
+def test_bad_config_fails_when_the_runner_is_built(tmp_path, data, options,
+                                                   error, match):
+    """Before any training step: Runner.from_cfg builds the model."""
+    with pytest.raises(error, match=match):
+        Runner.from_cfg(toy_config(str(tmp_path), data, 2, **options))
+    assert not (tmp_path / 'last_checkpoint').exists()

@@ -56,7 +56,8 @@ class SafeCheckpointHook(CheckpointHook):
     oldest checkpoint *before* writing the new one and truncates
     ``last_checkpoint`` before writing it, so a kill at the wrong moment
     leaves a truncated file that ``resume=True`` takes as the latest (or,
-    with ``max_keep_ckpts=1``, no good checkpoint at all). This hook, on a local file system:
+    with ``max_keep_ckpts=1``, no good checkpoint at all). This hook, on a
+    local file system:
 
     1. writes ``iter_N.pth.tmp`` (flushed to disk with ``fsync``),
     2. renames it to ``iter_N.pth`` (``os.replace``, atomic),
