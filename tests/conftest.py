@@ -42,6 +42,17 @@ def toy_images(tmp_path_factory) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same global RNG state (no flaky draws)."""
+    import random
+
+    import torch
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
 def _default_scope():
     from mmengine.registry import DefaultScope, init_default_scope
     import mmdtm  # noqa: F401

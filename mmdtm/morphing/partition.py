@@ -175,7 +175,8 @@ def group_mean(x: Tensor, groups: Tensor) -> Tensor:
             :func:`bipartite_partition`.
 
     Returns:
-        (B, N, D) tensor of ``x``'s dtype; the sums are accumulated in float32.
+        (B, N, D) tensor of ``x``'s dtype; the sums are accumulated in at
+        least float32.
 
     Examples:
         >>> x = torch.tensor([[[1.], [3.], [5.]]])
@@ -188,7 +189,9 @@ def group_mean(x: Tensor, groups: Tensor) -> Tensor:
     batch, n, d = x.shape
     flat = (groups + torch.arange(0, batch * n, n, device=x.device)
             .unsqueeze(1)).flatten()  # (B*N,) row of each token's group
-    xf = x.float().reshape(batch * n, d)
+    # accumulate in at least float32 (float64 stays float64)
+    xf = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(
+        batch * n, d)
     sums = xf.new_zeros(batch * n, d).index_add_(0, flat, xf)
     counts = xf.new_zeros(batch * n).index_add_(
         0, flat, xf.new_ones(batch * n))

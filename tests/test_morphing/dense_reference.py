@@ -7,12 +7,18 @@ plain mean of its original tokens every round. Used only by the tests.
 import torch
 
 
-def dense_partition(metric, rounds, protect_first=True, orders=None):
+def dense_partition(metric, rounds, protect_first=True, orders=None,
+                    return_margin=False):
     """Groups (B, N) from per-round reductions ``rounds``.
 
     ``orders``: optional per-round list of (B, t) permutations applied to the
     current order before the even/odd split (to check ``split='random'``).
+    ``return_margin``: also return the smallest score gap at any decision
+    (an A token's best vs second-best partner; the r-th vs (r+1)-th score):
+    below float32 resolution, a float32 implementation may legitimately
+    decide a near-tie the other way.
     """
+    margin = float('inf')
     batch, n, _ = metric.shape
     out = torch.empty(batch, n, dtype=torch.long)
     for bi in range(batch):
@@ -37,7 +43,16 @@ def dense_partition(metric, rounds, protect_first=True, orders=None):
                 j = max(range(len(s)), key=lambda q: (s[q], -q))
                 best.append(s[j])
                 partner.append(j)
+            for ia, pa in enumerate(a_pos):
+                if protect_first and ia == 0:
+                    continue
+                s = sorted((float(unit[pa] @ unit[pb]) for pb in b_pos),
+                           reverse=True)
+                if len(s) > 1:
+                    margin = min(margin, s[0] - s[1])
             ranked = sorted(range(len(a_pos)), key=lambda q: -best[q])
+            if r < len(ranked) and best[ranked[r]] != float('-inf'):
+                margin = min(margin, best[ranked[r - 1]] - best[ranked[r]])
             merged = set(ranked[:r])
             rows = [src[a_pos[q]] for q in range(len(a_pos)) if q not in merged]
             b_rows = [src[pb].clone() for pb in b_pos]
@@ -45,7 +60,7 @@ def dense_partition(metric, rounds, protect_first=True, orders=None):
                 b_rows[partner[q]] += src[a_pos[q]]
             src = torch.stack(rows + b_rows)
         out[bi] = src.argmax(0)
-    return out
+    return (out, margin) if return_margin else out
 
 
 def dense_group_mean(x, groups):
