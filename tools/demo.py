@@ -114,18 +114,30 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, str]:
         if not osp.exists(path):
             raise FileNotFoundError(f'demo input not found: {path}')
     import torch
+    start = time.time()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        return _run(args, start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, start: float) -> Dict[str, str]:
+    """Train with the Runner, then plot the loss and draw the morphing."""
+    import torch
     from mmengine.runner import Runner
 
     from mmdtm.utils.morph_vis import morphing_grid
-    start = time.time()
-    torch.set_num_threads(max(1, args.threads))
     cfg = demo_config(args)
+    device = 'GPU' if torch.cuda.is_available() else 'CPU'
+    random_teacher = cfg.model.target_generator.get('pretrained') is None
     iters = cfg.train_cfg.max_iters
     print(f'mmdtm demo: {iters} iterations of DTM pre-training on the '
-          f'photographs in {args.images}, on CPU; progress and ETA are '
+          f'photographs in {args.images}, on {device}; progress and ETA are '
           f'logged every {cfg.default_hooks.logger.interval} iterations. '
           f'Output: {cfg.work_dir}', flush=True)
-    if cfg.model.target_generator.get('pretrained') is None:
+    if random_teacher:
         print('mmdtm demo: NOTE the CLIP teacher is RANDOMLY INITIALISED '
               '(no weights are downloaded), so its targets carry no CLIP '
               'knowledge; point model.target_generator.pretrained at '
@@ -138,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, str]:
     morph_png = osp.join(cfg.work_dir, 'morphing.png')
     losses = read_losses(runner.log_dir)
     plot_losses(losses, loss_png,
-                f'DTM demo: {len(losses)} logged iterations, random teacher')
+                f'DTM demo: {len(losses)} logged iterations' +
+                (', random teacher' if random_teacher else ''))
     model = runner.model.module if hasattr(runner.model, 'module') \
         else runner.model
     loss_cfg = cfg.model.head.loss
