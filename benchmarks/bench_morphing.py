@@ -162,6 +162,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='include the student-side backward')
     parser.add_argument('--mem-repeats', type=int, default=3,
                         help='peak-memory measurements per arm (median)')
+    parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
+                        help='print the top ROWS operators of each arm '
+                        '(torch.profiler) at the largest B and k')
     common.add_common_args(parser, repeats=7, warmup=2)
     return parser.parse_args(argv)
 
@@ -234,6 +237,9 @@ def main(argv=None) -> None:
         f'repetitions after {args.warmup} warm-up, peak memory above the '
         f'inputs ({"CUDA allocator" if device.type == "cuda" else "RSS"})')
 
+    if args.profile:
+        profile_arms(args, device)
+
     big = max(args.batch)
     at_big = [r for r in rows if r['batch'] == big]
     summary: Dict[str, object] = {}
@@ -253,6 +259,34 @@ def main(argv=None) -> None:
                                   memory_fraction_at_most=GOAL_MEM_FRACTION,
                                   batch=big)),
                   args.json)
+
+
+def profile_arms(args: argparse.Namespace, device: torch.device) -> None:
+    """Top operators of each arm at the largest batch and round count."""
+    from torch.profiler import ProfilerActivity, profile
+    batch, k = max(args.batch), max(args.iters)
+    rounds = [math.ceil(args.tokens * args.merge_fraction / k)] * k
+    student, teacher = make_tokens(batch, args.tokens, args.channels,
+                                   args.channels, device, args.seed)
+    grad = torch.randn_like(student)
+    activities = [ProfilerActivity.CPU]
+    if device.type == 'cuda':
+        activities.append(ProfilerActivity.CUDA)
+    sort_by = ('self_cuda_time_total' if device.type == 'cuda' else
+               'self_cpu_time_total')
+    for name, arm in (('ours', our_arm), ('dense', dense_arm)):
+        fn = (with_backward(arm, student, teacher, rounds, grad)
+              if args.backward else
+              (lambda a=arm: _no_grad(a, student, teacher, rounds)))
+        fn()
+        common.sync(device)
+        with profile(activities=activities) as prof:
+            fn()
+            common.sync(device)
+        print(f'\nprofile of {name} at B={batch}, k={k}, r={rounds[0]} '
+              f'(top {args.profile} operators by self time)')
+        print(prof.key_averages().table(sort_by=sort_by,
+                                        row_limit=args.profile))
 
 
 def _no_grad(arm: Callable, student: Tensor, teacher: Tensor,

@@ -65,7 +65,7 @@ def _malloc_mode(measure: bool) -> bool:
         _LIBC.malloc_trim(0)
     else:
         ok = _LIBC.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-        ok &= _LIBC.mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
+        ok &= _LIBC.mallopt(_M_TRIM_THRESHOLD, 1024 * 1024 * 1024)
     return bool(ok)
 
 
@@ -85,10 +85,15 @@ def add_common_args(parser: argparse.ArgumentParser,
     parser.add_argument('--seed', type=int, default=0, help='data seed')
     parser.add_argument('--json', default=None, metavar='PATH',
                         help='write the measured numbers to PATH as JSON')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='check the arguments, print them and exit')
 
 
 def setup(args: argparse.Namespace) -> torch.device:
     """Check the device, set the threads, seed; return the device."""
+    if args.dry_run:
+        print(f'dry run, arguments parse: {vars(args)}')
+        raise SystemExit(0)
     if args.repeats < 1:
         raise SystemExit(f'--repeats must be >= 1, got {args.repeats}')
     if args.warmup < 0:

@@ -35,7 +35,8 @@ def test_bench_morphing_tiny_end_to_end(tmp_path):
     proc = _run([
         'benchmarks/bench_morphing.py', '--batch', '2', '3', '--tokens', '20',
         '--channels', '8', '--iters', '1', '3', '--repeats', '2', '--warmup',
-        '1', '--mem-repeats', '1', '--backward', '--json', str(out)
+        '1', '--mem-repeats', '1', '--backward', '--profile', '3', '--json',
+        str(out)
     ])
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = _result_line(proc.stdout)
@@ -46,6 +47,8 @@ def test_bench_morphing_tiny_end_to_end(tmp_path):
             assert f'mem_frac_B{b}_k{k}' in result
     assert result['goal_speedup'] in ('met', 'missed')
     assert '| B | k | r |' in proc.stdout  # the table
+    assert 'profile of ours at B=3, k=3' in proc.stdout
+    assert 'profile of dense at B=3, k=3' in proc.stdout
 
     data = json.loads(out.read_text())
     assert data['benchmark'] == 'morphing'
