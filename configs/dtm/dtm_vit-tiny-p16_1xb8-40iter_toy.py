@@ -31,6 +31,10 @@ model = dict(
                 layers=1))))
 
 train_pipeline = [
+    # SeedPerSample: each sample's augmentation is seeded from its place
+    # in ResumableSampler's order, so a resumed run (any num_workers)
+    # draws the same crops and masks.
+    dict(type='SeedPerSample'),
     dict(type='SafeLoadImageFromFile', on_error='raise'),  # or 'skip'
     dict(
         type='RandomResizedCrop',

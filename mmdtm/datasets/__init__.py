@@ -1,5 +1,8 @@
-"""Data components: a resumable sampler and a checked image loader."""
+"""Data components: a resumable sampler, per-sample seeding and a checked
+image loader."""
 from .loading import CorruptImageError, SafeLoadImageFromFile
-from .samplers import ResumableSampler
+from .samplers import ResumableSampler, SeededIndex
+from .seeding import SeedPerSample
 
-__all__ = ['CorruptImageError', 'SafeLoadImageFromFile', 'ResumableSampler']
+__all__ = ['CorruptImageError', 'SafeLoadImageFromFile', 'ResumableSampler',
+           'SeededIndex', 'SeedPerSample']

@@ -1,9 +1,28 @@
 """A sampler that can start part-way through an epoch (exact resume)."""
-import itertools
-from typing import Iterator
+from typing import Iterator, Tuple
 
 from mmengine.dataset import DefaultSampler
 from mmpretrain.registry import DATA_SAMPLERS
+
+
+class SeededIndex(int):
+    """A dataset index that also names its draw: ``seed_key`` is
+    (sampler seed, epoch, rank, position in the rank's epoch).
+
+    An ``int`` to the dataset; it travels to worker processes with the
+    index, where :class:`~mmdtm.datasets.SeedPerSample` seeds the sample's
+    augmentation from it.
+    """
+
+    seed_key: Tuple[int, int, int, int]
+
+    def __new__(cls, value: int, seed_key: Tuple[int, int, int, int]):
+        obj = super().__new__(cls, value)
+        obj.seed_key = tuple(int(k) for k in seed_key)
+        return obj
+
+    def __reduce__(self):
+        return SeededIndex, (int(self), self.seed_key)
 
 
 @DATA_SAMPLERS.register_module()
@@ -16,6 +35,10 @@ class ResumableSampler(DefaultSampler):
     given position of this rank's list, so that a resumed run continues
     with the very batch an uninterrupted run would have drawn, without
     loading the skipped images (``ResumableIterBasedTrainLoop`` uses it).
+
+    The indices are :class:`SeededIndex` objects: a pipeline that starts
+    with ``SeedPerSample`` draws each sample's augmentation from (seed,
+    epoch, rank, position), whichever worker process loads it.
 
     Examples:
         >>> sampler = ResumableSampler(list(range(8)), shuffle=False, seed=0)
@@ -34,6 +57,8 @@ class ResumableSampler(DefaultSampler):
         self._skip = int(num_samples)
 
     def __iter__(self) -> Iterator[int]:
-        indices = super().__iter__()
-        skip, self._skip = self._skip, 0
-        return itertools.islice(indices, skip, None) if skip else indices
+        indices = list(super().__iter__())
+        start, self._skip = self._skip, 0
+        key = (self.seed, self.epoch, self.rank)
+        return (SeededIndex(idx, key + (pos, ))
+                for pos, idx in enumerate(indices[start:], start))

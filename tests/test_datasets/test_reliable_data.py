@@ -1,14 +1,19 @@
-"""Bad images name the file (or are skipped and counted); sampler skip."""
+"""Bad images name the file (or are skipped); sampler skip and seeds."""
 import logging
 import os.path as osp
+import pickle
+import random
 
+import numpy as np
 import pytest
+import torch
 from mmengine.dataset import DefaultSampler
 from mmengine.logging import MMLogger
 from mmpretrain.registry import DATASETS
 
 from mmdtm.datasets import (CorruptImageError, ResumableSampler,
-                            SafeLoadImageFromFile)
+                            SafeLoadImageFromFile, SeededIndex,
+                            SeedPerSample)
 
 from ..conftest import make_image_folder, toy_config
 
@@ -29,7 +34,8 @@ def folder_with_bad_images(root):
 def toy_dataset(tmp_path, root, on_error):
     cfg = toy_config(str(tmp_path / 'work'), root, max_iters=4)
     ds = cfg.train_dataloader.dataset
-    ds.pipeline[0] = dict(type='SafeLoadImageFromFile', on_error=on_error)
+    i = [t['type'] for t in ds.pipeline].index('SafeLoadImageFromFile')
+    ds.pipeline[i] = dict(type='SafeLoadImageFromFile', on_error=on_error)
     return DATASETS.build(ds)
 
 
@@ -58,8 +64,8 @@ class _Records(logging.Handler):
 def test_bad_images_skipped_counted_and_logged(tmp_path):
     truncated, garbage = folder_with_bad_images(str(tmp_path / 'data'))
     dataset = toy_dataset(tmp_path, str(tmp_path / 'data'), 'skip')
-    loader = dataset.pipeline.transforms[0]
-    assert isinstance(loader, SafeLoadImageFromFile)
+    loader, = [t for t in dataset.pipeline.transforms
+               if isinstance(t, SafeLoadImageFromFile)]
     records = _Records()
     logger = MMLogger.get_current_instance()
     logger.addHandler(records)
@@ -95,3 +101,23 @@ def test_resumable_sampler_matches_default_sampler():
         assert list(ours) == full  # the skip applies to one pass only
     with pytest.raises(ValueError, match='num_samples'):
         ours.skip(12)
+
+
+def test_sampler_indices_carry_their_seed_key_to_the_pipeline():
+    sampler = ResumableSampler(list(range(6)), shuffle=True, seed=9)
+    sampler.set_epoch(2)
+    sampler.skip(4)
+    idx = pickle.loads(pickle.dumps(list(sampler)[0]))  # as sent to workers
+    assert isinstance(idx, SeededIndex) and idx.seed_key == (9, 2, 0, 4)
+    seeder = SeedPerSample()
+
+    def draw(sample_idx):
+        seeder(dict(sample_idx=sample_idx))
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    assert draw(idx) == draw(SeededIndex(int(idx), (9, 2, 0, 4)))
+    assert draw(idx) != draw(SeededIndex(int(idx), (9, 3, 0, 4)))
+    random.seed(0)
+    before = random.getstate()
+    seeder(dict(sample_idx=3))  # a plain index: nothing is reseeded
+    assert random.getstate() == before

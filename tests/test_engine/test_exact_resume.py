@@ -3,6 +3,7 @@ import glob
 import json
 import os.path as osp
 
+import pytest
 import torch
 from mmengine.runner import Runner
 
@@ -40,19 +41,46 @@ def resume_cfg(work_dir, data, max_iters, **extra):
            **extra})
 
 
-def test_n_plus_n_equals_2n_bit_for_bit(tmp_path):
+def without_sample_seeding():
+    """The toy pipeline minus SeedPerSample: augmentation then draws from
+    the main process's global RNG, which only the checkpoint restores."""
+    from mmengine.config import Config
+
+    from ..conftest import TOY_CFG
+    pipeline = Config.fromfile(TOY_CFG).train_dataloader.dataset.pipeline
+    return [t for t in pipeline if t['type'] != 'SeedPerSample']
+
+
+def run_2n_and_n_plus_n(tmp_path, data, total, **extra):
+    """Train ``total`` iterations in one go and in two halves; return the
+    runners (uninterrupted, resumed) and the interrupted run's work dir."""
+    full = Runner.from_cfg(resume_cfg(str(tmp_path / 'full'), data, total,
+                                      **extra))
+    full.train()
+    part = Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data,
+                                      total // 2, **extra))
+    part.train()
+    assert osp.isfile(osp.join(part.work_dir, f'iter_{total // 2}.pth'))
+    resumed = Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data, total,
+                                         resume=True, **extra))
+    resumed.train()
+    return full, resumed
+
+
+@pytest.mark.parametrize('case', ['rng_states_workers0',
+                                  'sample_seeds_workers2'])
+def test_n_plus_n_equals_2n_bit_for_bit(tmp_path, case):
+    """Main-process augmentation restored from the checkpoint's RNG states
+    (no SeedPerSample, num_workers=0), and augmentation in 2 worker
+    processes seeded per sample (SeedPerSample); drop path in the model
+    draws from the restored torch RNG in both."""
     # 5 images, batch 2: 3 batches per epoch (the last one short), so the
     # resume point (iteration 4) lies in the middle of the second epoch.
     data = make_image_folder(str(tmp_path / 'data'), num=5)
-    full = Runner.from_cfg(resume_cfg(str(tmp_path / 'full'), data, 8))
-    full.train()
-
-    part = Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data, 4))
-    part.train()
-    assert osp.isfile(osp.join(part.work_dir, 'iter_4.pth'))
-    resumed = Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data, 8,
-                                         resume=True))
-    resumed.train()
+    extra = ({'train_dataloader.dataset.pipeline': without_sample_seeding()}
+             if case == 'rng_states_workers0' else
+             {'train_dataloader.num_workers': 2})
+    full, resumed = run_2n_and_n_plus_n(tmp_path, data, 8, **extra)
 
     full_state = full.model.state_dict()
     resumed_state = resumed.model.state_dict()
@@ -62,13 +90,14 @@ def test_n_plus_n_equals_2n_bit_for_bit(tmp_path):
     assert int(resumed_state['head.loss_module.schedule_state'][1]) == 8
 
     full_losses = logged_losses(full.work_dir)
-    part_losses = logged_losses(part.work_dir)
+    part_losses = logged_losses(resumed.work_dir)
     assert sorted(full_losses) == list(range(1, 9))
     assert part_losses == full_losses  # bit-identical floats, all 8 steps
 
     # optimizer and scheduler states end identical too
     a = torch.load(osp.join(full.work_dir, 'iter_8.pth'), map_location='cpu')
-    b = torch.load(osp.join(part.work_dir, 'iter_8.pth'), map_location='cpu')
+    b = torch.load(osp.join(resumed.work_dir, 'iter_8.pth'),
+                   map_location='cpu')
     for sa, sb in zip(a['optimizer']['state'].values(),
                       b['optimizer']['state'].values()):
         for key in sa:
@@ -79,19 +108,15 @@ def test_n_plus_n_equals_2n_bit_for_bit(tmp_path):
 
 def test_resume_without_rng_restore_differs(tmp_path):
     """The test above can fail: without the saved RNG states (plain
-    MMEngine CheckpointHook) the resumed run draws other crops and masks."""
+    MMEngine CheckpointHook) and without SeedPerSample, the resumed run
+    draws other crops and masks."""
     data = make_image_folder(str(tmp_path / 'data'), num=5)
-    plain = {'default_hooks.checkpoint.type': 'CheckpointHook'}
-    full = Runner.from_cfg(resume_cfg(str(tmp_path / 'full'), data, 6,
-                                      **plain))
-    full.train()
-    Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data, 4,
-                               **plain)).train()
-    resumed = Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data, 6,
-                                         resume=True, **plain))
-    resumed.train()
+    full, resumed = run_2n_and_n_plus_n(
+        tmp_path, data, 6,
+        **{'default_hooks.checkpoint.type': 'CheckpointHook',
+           'train_dataloader.dataset.pipeline': without_sample_seeding()})
     full_losses = logged_losses(full.work_dir)
     part_losses = logged_losses(resumed.work_dir)
-    assert [full_losses[i] for i in (1, 2, 3, 4)] == [
-        part_losses[i] for i in (1, 2, 3, 4)]
-    assert full_losses[5] != part_losses[5]
+    assert [full_losses[i] for i in (1, 2, 3)] == [
+        part_losses[i] for i in (1, 2, 3)]
+    assert full_losses[4] != part_losses[4]

@@ -4,6 +4,10 @@ dataset_type = 'ImageNet'
 data_root = 'data/imagenet/'
 
 train_pipeline = [
+    # SeedPerSample: each sample's augmentation is seeded from its place
+    # in ResumableSampler's order, so a resumed run (any num_workers)
+    # draws the same crops and masks.
+    dict(type='SeedPerSample'),
     dict(type='SafeLoadImageFromFile', on_error='raise'),  # or 'skip'
     dict(
         type='RandomResizedCrop',

@@ -46,9 +46,9 @@ class SafeCheckpointHook(CheckpointHook):
     ``resume`` each rank restores its own state in ``before_train_epoch``,
     just before the first batch is fetched, so augmentation and masking in
     the main process (``num_workers=0``) and random layers in the model draw
-    what the uninterrupted run drew. (With ``num_workers > 0`` the workers'
-    RNGs are re-seeded by MMEngine from (seed, rank, worker id) and cannot
-    be restored.) MMEngine itself saves the model, optimizer, parameter
+    what the uninterrupted run drew. (Worker processes' RNGs cannot be
+    saved; with ``num_workers > 0`` start the pipeline with
+    ``SeedPerSample``.) MMEngine itself saves the model, optimizer, parameter
     schedulers, message hub and seed; the DTM schedule's RNG is a model
     buffer (``head.loss_module.schedule_state``).
 
