@@ -73,3 +73,26 @@ def _check_full_size_vit_b():
         assert report.ok, report.summary(name)
         # cls token, patch embedding (2), 12 blocks of 16 tensors
         assert len(report.loaded) == len(out) == 3 + 12 * 16
+
+
+def test_full_size_ade20k_model_builds_with_layer_decay():
+    """UPerNet + ViT-B/16 at 512 in MMSegmentation's scope (meta device):
+    the backbone is DTMViT, and the lr decays over its 12 blocks."""
+    pytest.importorskip('mmcv._ext', reason='mmseg.models needs mmcv ops')
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    path = [p for p in CONFIGS if 'vit-base_upernet' in p][0]
+    cfg = _load(path)
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+        wrapper_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
+        wrapper_cfg.pop('loss_scale')
+        groups = build_optim_wrapper(model, wrapper_cfg).optimizer.param_groups
+    assert type(model.backbone).__name__ == 'DTMViT'
+    assert model.backbone.patch_resolution == (32, 32)
+    scale = {g['param_name']: g['lr_scale'] for g in groups}
+    assert scale['backbone.cls_token'] == pytest.approx(0.65 ** 13)
+    assert scale['backbone.layers.11.attn.qkv.weight'] == pytest.approx(0.65)
+    assert scale['decode_head.conv_seg.weight'] == 1.0
