@@ -47,7 +47,7 @@ class SafeLoadImageFromFile(LoadImageFromFile):
                 raise FileNotFoundError('missing or empty file')
             return out
         except Exception as err:  # noqa: BLE001 (re-raised with the name)
-            cause = (f'decoder returned no image' if isinstance(
+            cause = ('decoder returned no image' if isinstance(
                 err, AssertionError) else f'{type(err).__name__}: {err}')
             if self.on_error == 'raise':
                 raise CorruptImageError(
