@@ -224,3 +224,7 @@ def test_pretrain_convert_finetune_segment(tmp_path):
     runner.train()
     metrics = runner.val_loop.run()
     assert 0.0 <= metrics['mIoU'] <= 100.0
+    # reduce_zero_label: raw 0 ("other") -> 255 (ignored), 1..150 -> 0..149
+    gt = runner.val_loop.dataloader.dataset[0]['data_samples'].gt_sem_seg
+    values = set(gt.data.unique().tolist())
+    assert {149, 255} <= values <= set(range(150)) | {255}
