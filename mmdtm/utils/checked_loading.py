@@ -188,8 +188,7 @@ class CheckedPretrainedInit:
 
     def __init__(self, checkpoint: str, prefix: str = 'backbone.',
                  new_keys: Sequence[str] = (), ignore_keys: Sequence[str] = (),
-                 resize_rel_pos: bool = True,
-                 map_location: Optional[str] = None) -> None:
+                 resize_rel_pos: bool = True) -> None:
         if not checkpoint:
             raise ValueError('CheckedPretrained: init_cfg.checkpoint is empty;'
                              ' set it to the converted backbone checkpoint')
@@ -218,8 +217,8 @@ class CheckedInitMixin:
         cfgs = self.init_cfg
         cfg_list = [cfgs] if isinstance(cfgs, dict) else list(cfgs or [])
         checked = [c for c in cfg_list if c.get('type') == 'CheckedPretrained']
-        if not checked:
-            return super().init_weights()
+        if not checked or getattr(self, '_is_init', False):
+            return super().init_weights()  # MMEngine warns on a 2nd call
         others = [c for c in cfg_list if c.get('type') != 'CheckedPretrained']
         self.init_cfg = others or None
         try:

@@ -142,3 +142,13 @@ def test_large_files_load_with_a_progress_line(student, tmp_path, capsys):
     assert plain['state_dict'].keys() == shown['state_dict'].keys()
     for key, value in plain['state_dict'].items():
         assert torch.equal(value, shown['state_dict'][key])
+
+
+def test_a_second_init_weights_call_does_not_reload(student, tmp_path):
+    path = _converted(student, tmp_path)
+    model = tiny_downstream(init_cfg=_checked(path, new_keys=['ln2.']))
+    model.init_weights()
+    with torch.no_grad():
+        model.cls_token.fill_(3.0)  # as if trained
+    model.init_weights()
+    assert torch.all(model.cls_token == 3.0)
