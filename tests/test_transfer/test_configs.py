@@ -62,17 +62,21 @@ def _check_full_size_vit_b():
     state = {f'backbone.{k}': v for k, v in student.state_dict().items()}
     del student
     names = ('vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py',
+             'vit-base-p16_dtm-pre_8xb2048-linear-coslr-90e_in1k.py',
              'dtm-vit-base_upernet_8xb2-amp-160k_ade20k-512x512.py')
     for name in names:
         path = [p for p in CONFIGS if p.endswith(name)][0]
         bb_cfg = _load(path).model.backbone
         model = build_backbone(bb_cfg)
-        out = dtm_to_backbone(state, window=model.patch_resolution)
+        out = dtm_to_backbone(state, keep_final_norm=model.final_norm,
+                              window=model.patch_resolution)
         init = _checked_init_cfg(bb_cfg)
         report = compare_state_dict(model, out, init.get('new_keys', ()))
         assert report.ok, report.summary(name)
-        # cls token, patch embedding (2), 12 blocks of 16 tensors
-        assert len(report.loaded) == len(out) == 3 + 12 * 16
+        # cls token, patch embedding (2), 12 blocks of 16 tensors, and the
+        # final norm (2) where the config uses it (linear probing)
+        expected = 3 + 12 * 16 + (2 if 'linear' in name else 0)
+        assert len(report.loaded) == len(out) == expected
 
 
 def test_full_size_ade20k_model_builds_with_layer_decay():
