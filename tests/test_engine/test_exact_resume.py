@@ -120,3 +120,32 @@ def test_resume_without_rng_restore_differs(tmp_path):
     assert [full_losses[i] for i in (1, 2, 3)] == [
         part_losses[i] for i in (1, 2, 3)]
     assert full_losses[4] != part_losses[4]
+
+
+def test_epoch_based_resume_is_exact(tmp_path):
+    """The ImageNet configs' mode: EpochBasedTrainLoop, a checkpoint per
+    epoch, data workers; 1 epoch + resume for 1 more == 2 epochs (drop path
+    draws from the main process's torch RNG, restored from the checkpoint;
+    augmentation from SeedPerSample in the workers)."""
+    data = make_image_folder(str(tmp_path / 'data'), num=5)
+
+    def cfg(work_dir, epochs, **extra):
+        return resume_cfg(
+            work_dir, data, 6,
+            **{'train_cfg': dict(_delete_=True, type='EpochBasedTrainLoop',
+                                 max_epochs=epochs),
+               'default_hooks.checkpoint': dict(
+                   type='SafeCheckpointHook', interval=1, by_epoch=True),
+               'param_scheduler': [dict(type='LinearLR', start_factor=0.2,
+                                        by_epoch=False, begin=0, end=6)],
+               'train_dataloader.num_workers': 2,
+               **extra})
+
+    full = Runner.from_cfg(cfg(str(tmp_path / 'full'), 2))
+    full.train()
+    Runner.from_cfg(cfg(str(tmp_path / 'part'), 1)).train()
+    resumed = Runner.from_cfg(cfg(str(tmp_path / 'part'), 2, resume=True))
+    resumed.train()
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert logged_losses(full.work_dir) == logged_losses(resumed.work_dir)
