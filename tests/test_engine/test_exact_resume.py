@@ -112,14 +112,14 @@ def test_resume_without_rng_restore_differs(tmp_path):
     draws other crops and masks."""
     data = make_image_folder(str(tmp_path / 'data'), num=5)
     full, resumed = run_2n_and_n_plus_n(
-        tmp_path, data, 6,
+        tmp_path, data, 4,
         **{'default_hooks.checkpoint.type': 'CheckpointHook',
            'train_dataloader.dataset.pipeline': without_sample_seeding()})
     full_losses = logged_losses(full.work_dir)
     part_losses = logged_losses(resumed.work_dir)
-    assert [full_losses[i] for i in (1, 2, 3)] == [
-        part_losses[i] for i in (1, 2, 3)]
-    assert full_losses[4] != part_losses[4]
+    assert [full_losses[i] for i in (1, 2)] == [
+        part_losses[i] for i in (1, 2)]
+    assert full_losses[3] != part_losses[3]
 
 
 def test_epoch_based_resume_is_exact(tmp_path):
