@@ -78,7 +78,7 @@ def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
     if int(os.environ.get('RANK', 0)) == 0:
         print_log(
             f'No CUDA device: distributed backend {old!r} -> \'gloo\' '
-            f'(CPU), {os.environ["WORLD_SIZE"]} processes.',
+            f'(CPU), world size {os.environ["WORLD_SIZE"]}.',
             logger='current', level=30)
     if not dist.is_initialized():
         timeout = dist_cfg.get('timeout', 1800)

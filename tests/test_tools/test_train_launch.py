@@ -44,7 +44,7 @@ def test_train_sh_two_processes_on_cpu(tmp_path):
     assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == [
         'iter_3.pth']
     if not torch.cuda.is_available():
-        assert "-> 'gloo' (CPU), 2 processes" in out
+        assert "-> 'gloo' (CPU), world size 2" in out
     log = open(next(
         osp.join(root, f) for root, _, files in os.walk(work)
         for f in files if f.endswith('.log'))).read()
@@ -127,3 +127,43 @@ def test_cpu_fallback_from_slurm_variables(monkeypatch):
     assert (os.environ['RANK'], os.environ['WORLD_SIZE']) == ('0', '1')
     with pytest.raises(ValueError, match='launcher'):
         cpu_distributed_fallback(cfg, 'torchrun')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_slurm_train_sh_through_a_stand_in_srun(tmp_path):
+    """tools/slurm_train.sh -> srun -> train.py --launcher slurm, with
+    stand-ins for srun and scontrol that start one task on this machine."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(
+        '#!/usr/bin/env bash\n'
+        'echo "srun $*" > "$SRUN_LOG"\n'
+        'while [ $# -gt 0 ]; do case "$1" in\n'
+        '  -p) shift 2;; -*) shift;; *) break;; esac; done\n'
+        'export SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 '
+        'SLURM_NODELIST=node1\n'
+        'exec "$@"\n')
+    (bin_dir / 'scontrol').write_text('#!/usr/bin/env bash\necho 127.0.0.1\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    data = make_image_folder(str(tmp_path / 'data'), num=4)
+    work = tmp_path / 'work'
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}',
+               PYTHON=sys.executable, GPUS='1', PORT=str(_free_port()),
+               SRUN_LOG=str(tmp_path / 'srun.log'), OMP_NUM_THREADS='1')
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR'):
+        env.pop(key, None)
+    proc = subprocess.run(
+        ['bash', osp.join(TOOLS, 'slurm_train.sh'), 'cpu', 'dtm_toy', TOY_CFG,
+         '--work-dir', str(work), '--cfg-options',
+         f'train_dataloader.dataset.data_root={data}',
+         'train_dataloader.batch_size=2', 'train_cfg.max_iters=2',
+         'default_hooks.checkpoint.interval=2'],
+        env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    srun = (tmp_path / 'srun.log').read_text()
+    assert '-p cpu --job-name=dtm_toy --gres=gpu:1 --ntasks=1' in srun
+    assert '--launcher slurm' in srun
+    assert "-> 'gloo' (CPU), world size 1" in out
+    assert (work / 'iter_2.pth').is_file()
