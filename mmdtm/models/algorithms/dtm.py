@@ -8,6 +8,7 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from mmdtm.registry import MODELS
+from .checks import check_dtm_parts
 
 
 @MODELS.register_module()
@@ -56,23 +57,8 @@ class DTM(BaseSelfSupervisor):
         return math.prod(self.backbone.patch_resolution)
 
     def _check_config(self) -> None:
-        teacher_dim = getattr(self.target_generator, 'out_dim', None)
-        neck_dim = getattr(self.neck, 'out_channels', None)
-        if None not in (teacher_dim, neck_dim) and teacher_dim != neck_dim:
-            raise ValueError(
-                f'neck.out_channels={neck_dim} but the teacher '
-                f'(target_generator) gives {teacher_dim}-d targets; set '
-                f'neck.out_channels={teacher_dim}')
-        teacher_n = getattr(self.target_generator, 'num_patches', None)
-        if teacher_n is not None and teacher_n != self.num_tokens:
-            raise ValueError(
-                f'the teacher (target_generator) has {teacher_n} patches but '
-                f'the student (backbone) has {self.num_tokens}; use matching '
-                f'image and patch sizes')
-        try:
-            self.head.loss_module.check_num_tokens(self.num_tokens)
-        except ValueError as err:
-            raise ValueError(f'head.loss.{err}') from err
+        check_dtm_parts(self.neck, self.head, self.target_generator,
+                        self.num_tokens)
 
     def extract_feat(self, inputs: Tensor):
         """Backbone features of unmasked images (tuple of (B, 1+N, C))."""
