@@ -5,7 +5,7 @@ from typing import Dict, List
 import torch
 from mmpretrain.models import BEiT
 from mmpretrain.structures import DataSample
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmdtm.registry import MODELS
 from .checks import check_dtm_parts
