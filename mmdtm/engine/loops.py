@@ -102,5 +102,19 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
                 self.runner.val_loop.run()
 
         self.runner.call_hook('after_train_epoch')
+        self._release_workers()
         self.runner.call_hook('after_train')
         return self.runner.model
+
+    def _release_workers(self) -> None:
+        """Stop the data workers now that training is over.
+
+        MMEngine leaves the live iterator to the garbage collector, whose
+        worker shutdown then waits about 10 s.
+        """
+        iterator = getattr(self.dataloader_iterator, '_iterator', None)
+        shutdown = getattr(iterator, '_shutdown_workers', None)
+        if shutdown is not None:
+            shutdown()
+            if getattr(self.dataloader, '_iterator', None) is iterator:
+                self.dataloader._iterator = None  # persistent workers
