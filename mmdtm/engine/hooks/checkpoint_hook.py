@@ -105,7 +105,8 @@ class SafeCheckpointHook(CheckpointHook):
     def before_train(self, runner) -> None:
         super().before_train(runner)
         if self._is_local() and is_main_process():
-            for stale in glob.glob(osp.join(self.out_dir, '*' + TMP_SUFFIX)):
+            pattern = self.filename_tmpl.format('*') + TMP_SUFFIX
+            for stale in glob.glob(osp.join(self.out_dir, pattern)):
                 print_log(f'removing {stale}, left by an interrupted '
                           f'checkpoint save', logger='current', level=30)
                 os.remove(stale)

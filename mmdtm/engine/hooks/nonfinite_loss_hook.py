@@ -20,6 +20,8 @@ class NonFiniteLossHook(Hook):
     *before* any gradient reaches the weights (MMEngine's ``after_train_iter``
     would be too late: the step is done). On several processes the ranks
     agree (an all-reduce of one flag), so all stop or all skip together.
+    The check reads one value back from the device per step, as MMEngine's
+    loss logging already does.
 
     Args:
         action: ``'stop'`` (default): raise ``FloatingPointError`` naming the
