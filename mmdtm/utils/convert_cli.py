@@ -61,7 +61,8 @@ def dtm_to_downstream(src: str, dst: str, config: str) -> int:
     0 on success, 1 (nothing written) if any backbone weight would stay
     unloaded."""
     bb_cfg = _backbone_cfg(config)
-    model = build_backbone(bb_cfg)
+    with torch.device('meta'):  # shapes only: no memory, no initialisation
+        model = build_backbone(bb_cfg)
     init = _checked_init_cfg(bb_cfg)
     prefix = init.get('prefix', 'backbone.')
     state = state_dict_of(load_checkpoint_file(src), src)
@@ -110,7 +111,8 @@ def reference_to_mmdtm_file(src: str, dst: str,
     out = reference_to_mmdtm(ref, skip_prefixes)
     if config:
         from mmengine.config import Config
-        shell = _PretrainShell(Config.fromfile(config).model.to_dict())
+        with torch.device('meta'):
+            shell = _PretrainShell(Config.fromfile(config).model.to_dict())
         report = compare_state_dict(shell, out)
         if _report(report, dst):
             print(f'not written: {dst} does not match {config}',
