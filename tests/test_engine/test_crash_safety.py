@@ -65,7 +65,8 @@ def test_sigkill_during_checkpoint_save_then_resume(tmp_path):
     env = dict(os.environ, MMDTM_TEST_MARKER=marker, MMDTM_REPO=REPO,
                PYTHONPATH=os.pathsep.join(
                    [REPO] + [p for p in sys.path if 'mmcvlite' in p]),
-               OMP_NUM_THREADS='1')
+               # the same float reduction order as this process's runs
+               OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen(
         [sys.executable, str(driver), TOY_CFG, '--work-dir', work,
          '--cfg-options', *cli_options(data, 6)],
