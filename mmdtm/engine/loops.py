@@ -1,5 +1,6 @@
 """Training loops that resume exactly where an interrupted run stopped."""
 import logging
+import time
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
@@ -31,6 +32,41 @@ def _private_generator(loader: DataLoader) -> None:
         loader.generator = torch.Generator().manual_seed(0)
 
 
+class _CyclingIterator:
+    """Cycles over the loader forever, one sampler epoch after another.
+
+    What MMEngine's ``_InfiniteDataloaderIterator`` does, without its fixed
+    2 s pause at every epoch switch when the loader has no worker processes
+    (the pause guards against a worker deadlock; without workers it only
+    costs time: 2 s per pass over a small dataset).
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self._dataloader = loader
+        self._iterator = iter(loader)
+        self._epoch = 0
+
+    def __iter__(self) -> '_CyclingIterator':
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._epoch += 1
+            sampler = getattr(self._dataloader, 'sampler', None)
+            if not hasattr(sampler, 'set_epoch'):
+                sampler = getattr(
+                    getattr(self._dataloader, 'batch_sampler', None),
+                    'sampler', None)
+            if hasattr(sampler, 'set_epoch'):
+                sampler.set_epoch(self._epoch)
+            if self._dataloader.num_workers > 0:
+                time.sleep(2)  # MMEngine's guard for worker processes
+            self._iterator = iter(self._dataloader)
+            return next(self._iterator)
+
+
 @LOOPS.register_module()
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     """``IterBasedTrainLoop`` that resumes at the exact batch, fast.
@@ -60,6 +96,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         super().__init__(runner, dataloader, max_iters, val_begin,
                          val_interval, dynamic_intervals)
         _private_generator(self.dataloader)
+        self.dataloader_iterator = _CyclingIterator(self.dataloader)
 
     def _fast_forward(self, step: int) -> None:
         """Place the data iterator at the batch of iteration ``step``."""
