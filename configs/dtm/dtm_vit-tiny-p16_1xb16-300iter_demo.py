@@ -18,7 +18,7 @@ model = dict(
         model_cfg=dict(vision_cfg=dict(image_size=img_size))))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='SafeLoadImageFromFile', on_error='raise'),  # names bad files
     dict(
         type='RandomResizedCrop',
         scale=img_size,
@@ -48,11 +48,11 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False,
          begin=max_iters // 10, end=max_iters),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(
-        type='CheckpointHook', interval=max_iters, by_epoch=False,
+        type='SafeCheckpointHook', interval=max_iters, by_epoch=False,
         max_keep_ckpts=1))
 randomness = dict(seed=0, diff_rank_seed=True)
 # progress as "Iter(train) [ 120/300] ... eta: 0:01:02"
