@@ -95,8 +95,12 @@ def dense_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
 # ---------------------------------------------------------------- our arm
 def our_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
             ) -> Tuple[Tensor, Tensor]:
+    """As ``DTMLoss`` does it: the number of groups is known from the
+    schedule, so ``group_mean`` allocates G rows per image, not N."""
     groups = bipartite_partition(teacher, list(rounds), len(rounds))
-    return group_mean(student, groups), group_mean(teacher, groups)
+    g = realised_groups(teacher.shape[1], rounds)
+    return (group_mean(student, groups, num_groups=g),
+            group_mean(teacher, groups, num_groups=g))
 
 
 # ------------------------------------------------------------------ inputs

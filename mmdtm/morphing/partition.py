@@ -49,17 +49,19 @@ def _random_order(order: Tensor, protect_first: bool,
     return order.gather(1, perm)
 
 
-def _match_round(sums: Tensor, order: Tensor, slot_of_token: Tensor, r: int,
-                 protect_first: bool) -> tuple:
+def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
+                 slot_of_token: Tensor, r: int, protect_first: bool) -> tuple:
     """One round of bipartite soft matching on the current groups.
 
     Groups live in fixed slots: ``sums[:, s]`` is the feature sum of the group
     in slot ``s`` (cosine similarity is scale-free, so sums stand in for the
-    size-weighted means), and ``order`` lists the slots of the t current
-    groups in their current order. Only the merged rows are written.
+    size-weighted means), ``norms[:, s]`` its norm, and ``order`` lists the
+    slots of the t current groups in their current order. Only the merged
+    rows (and their norms) are written.
 
     Args:
         sums: (B, N, C) float32 group feature sums; updated in place.
+        norms: (B, N) float32 norms of ``sums``' rows; updated in place.
         order: (B, t) slot of each current group, in the current order.
         slot_of_token: (B, N) slot of every original token's group.
         r: requested merges; capped at floor((t - protected) / 2).
@@ -74,15 +76,16 @@ def _match_round(sums: Tensor, order: Tensor, slot_of_token: Tensor, r: int,
     if r <= 0:
         return order, slot_of_token
     n, c = sums.shape[1:]
-    rows = sums.view(batch * n, c)
+    rows, row_norms = sums.view(batch * n, c), norms.view(batch * n)
     offset = torch.arange(0, batch * n, n, device=sums.device).unsqueeze(1)
     slot_a, slot_b = order[:, ::2], order[:, 1::2]
-    # row gathers through index_select: one index per row, not per element
-    a = rows.index_select(0, (slot_a + offset).flatten()).view(batch, -1, c)
-    b = rows.index_select(0, (slot_b + offset).flatten()).view(batch, -1, c)
-    norm_a = a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    norm_b = b.norm(dim=-1).clamp_min(1e-12).unsqueeze(1)
-    scores = (a @ b.transpose(1, 2)).div_(norm_a).div_(norm_b)  # (B, ta, tb)
+    ta = slot_a.shape[1]
+    # one row gather (index_select: an index per row, not per element)
+    idx = (torch.cat([slot_a, slot_b], dim=1) + offset).flatten()
+    ab = rows.index_select(0, idx).view(batch, t, c)
+    nab = row_norms.index_select(0, idx).view(batch, t).clamp_min(1e-12)
+    scores = ab[:, :ta] @ ab[:, ta:].transpose(1, 2)  # (B, ta, tb)
+    scores.div_(nab[:, :ta].unsqueeze(-1)).div_(nab[:, ta:].unsqueeze(1))
     if protect_first:
         scores[:, 0, :] = -torch.inf
     best, best_b = scores.max(dim=-1)  # (B, ta)
@@ -91,8 +94,13 @@ def _match_round(sums: Tensor, order: Tensor, slot_of_token: Tensor, r: int,
     kept = ranked[:, r:].sort(dim=-1).values  # A positions kept, in order
     dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
     src_slot = slot_a.gather(1, src)
-    rows.index_add_(0, (dst_slot + offset).flatten(),
-                    rows.index_select(0, (src_slot + offset).flatten()))
+    dst_rows = (dst_slot + offset).flatten()
+    src_in_ab = (src + torch.arange(0, batch * t, t, device=sums.device)
+                 .unsqueeze(1)).flatten()
+    rows.index_add_(0, dst_rows, ab.view(batch * t, c).index_select(
+        0, src_in_ab))
+    row_norms.index_copy_(0, dst_rows,
+                          rows.index_select(0, dst_rows).norm(dim=-1))
     # tokens of a merged slot now belong to its partner's slot
     remap = torch.arange(n, device=sums.device).repeat(batch, 1)
     remap.scatter_(1, src_slot, dst_slot)
@@ -155,24 +163,30 @@ def bipartite_partition(metric: Tensor,
 
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         sums = metric.detach().float().clone()
+        norms = sums.norm(dim=-1)
         order, slot_of_token = arange_n, arange_n
         for r_i in rounds:
             if split == 'random':
                 order = _random_order(order, protect_first, generator)
-            order, slot_of_token = _match_round(sums, order, slot_of_token,
-                                                r_i, protect_first)
+            order, slot_of_token = _match_round(sums, norms, order,
+                                                slot_of_token, r_i,
+                                                protect_first)
         position = torch.empty_like(arange_n)
         position.scatter_(1, order, arange_n[:, :order.shape[1]])
         return position.gather(1, slot_of_token)
 
 
-def group_mean(x: Tensor, groups: Tensor) -> Tensor:
+def group_mean(x: Tensor,
+               groups: Tensor,
+               num_groups: Optional[int] = None) -> Tensor:
     """Replace every token by the plain mean of ``x`` over its group.
 
     Args:
         x: (B, N, D) features; may require gradient (the student side).
-        groups: (B, N) int64 group ids in [0, N) from
+        groups: (B, N) int64 group ids in [0, G) from
             :func:`bipartite_partition`.
+        num_groups: G when known (e.g. from the schedule), so only G rows
+            per image are allocated; defaults to N (always enough).
 
     Returns:
         (B, N, D) tensor of ``x``'s dtype; the sums are accumulated in at
@@ -187,15 +201,16 @@ def group_mean(x: Tensor, groups: Tensor) -> Tensor:
         raise ValueError(f'x must be (B, N, D) and groups (B, N); got '
                          f'{tuple(x.shape)} and {tuple(groups.shape)}')
     batch, n, d = x.shape
-    flat = (groups + torch.arange(0, batch * n, n, device=x.device)
+    g = n if num_groups is None else int(num_groups)
+    flat = (groups + torch.arange(0, batch * g, g, device=x.device)
             .unsqueeze(1)).flatten()  # (B*N,) row of each token's group
     # accumulate in at least float32 (float64 stays float64)
     xf = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(
         batch * n, d)
-    sums = xf.new_zeros(batch * n, d).index_add_(0, flat, xf)
-    counts = xf.new_zeros(batch * n).index_add_(
+    sums = xf.new_zeros(batch * g, d).index_add_(0, flat, xf)
+    counts = xf.new_zeros(batch * g).index_add_(
         0, flat, xf.new_ones(batch * n))
-    means = sums / counts.clamp_min(1.0).unsqueeze(-1)
+    means = sums.div_(counts.clamp_min_(1.0).unsqueeze(-1))
     return means.index_select(0, flat).view(batch, n, d).to(x.dtype)
 
 

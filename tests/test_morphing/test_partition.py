@@ -136,3 +136,15 @@ def test_partition_under_autocast_matches_float32():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = bipartite_partition(metric, 8, 3)
     assert torch.equal(out, ref)
+
+
+def test_group_mean_with_known_number_of_groups():
+    metric = _metric(11, b=2, n=30)
+    groups = bipartite_partition(metric, 4, 3)
+    x = torch.randn(2, 30, 6, dtype=torch.float64, requires_grad=True)
+    full = group_mean(x, groups)
+    compact = group_mean(x, groups, num_groups=num_groups(groups))
+    torch.testing.assert_close(compact, full)
+    assert torch.autograd.gradcheck(
+        lambda t: group_mean(t, groups, num_groups=num_groups(groups)),
+        (x, ))

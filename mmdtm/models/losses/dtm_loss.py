@@ -215,21 +215,21 @@ class DTMLoss(nn.Module):
         for i, level in enumerate(levels, start=1):
             groups = None
             u, v = pred_f, target_f
+            num_groups = realised_groups(n, level.rounds, self.protect_first)
             if not level.is_identity:
                 groups = bipartite_partition(
                     target_f, level.rounds, level.iters,
                     protect_first=self.protect_first, split=self.split,
                     generator=generator)
-                # One scatter for both sides: channels [0, d) are the student.
-                uv = group_mean(torch.cat([pred_f, target_f], dim=-1), groups)
-                u, v = uv[..., :d], uv[..., d:]
+                # G is known from the schedule: G rows per image, no sync
+                u = group_mean(pred_f, groups, num_groups=num_groups)
+                v = group_mean(target_f, groups, num_groups=num_groups)
             if self.standardize_target:
                 v = standardize(v)
             dist = token_distance(u, v, self.distance, self.beta)
             losses.append(self._reduce(dist, groups, mask))
-            stats[f'groups_l{i}'] = torch.tensor(
-                float(realised_groups(n, level.rounds, self.protect_first)),
-                device=pred.device)
+            stats[f'groups_l{i}'] = torch.tensor(float(num_groups),
+                                                 device=pred.device)
         loss = self.loss_weight * torch.stack(losses).mean()
         return loss, stats
 
