@@ -9,6 +9,16 @@ from mmengine.runner import Runner
 from ..conftest import make_image_folder, toy_config
 
 
+# No random crops or colour jitter: every pass sees the same images.
+FIXED_PIPELINE = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(64, 64)),
+    dict(type='BEiTMaskGenerator', input_size=(4, 4), num_masking_patches=6,
+         max_num_patches=6, min_num_patches=2),
+    dict(type='PackInputs'),
+]
+
+
 def _losses(work_dir):
     logs = []
     for path in sorted(__import__('glob').glob(
@@ -24,13 +34,7 @@ def test_toy_training_runs_and_loss_decreases(tmp_path):
         str(tmp_path / 'work'), data, max_iters=60,
         **{'train_dataloader.batch_size': 4,
            # overfit: fixed crops, no colour jitter, constant lr
-           'train_dataloader.dataset.pipeline': [
-               dict(type='LoadImageFromFile'),
-               dict(type='Resize', scale=(64, 64)),
-               dict(type='BEiTMaskGenerator', input_size=(4, 4),
-                    num_masking_patches=6, max_num_patches=6,
-                    min_num_patches=2),
-               dict(type='PackInputs')],
+           'train_dataloader.dataset.pipeline': FIXED_PIPELINE,
            'optim_wrapper.optimizer.lr': 3e-3,
            'param_scheduler': [],
            'default_hooks.checkpoint.interval': 30})
@@ -55,13 +59,7 @@ def test_gradient_accumulation_matches_a_full_batch(tmp_path):
     Morphing is switched off (r = 0) so that both see the same targets."""
     data = make_image_folder(str(tmp_path / 'data'), num=4)
     common = {
-        'train_dataloader.dataset.pipeline': [
-            dict(type='LoadImageFromFile'),
-            dict(type='Resize', scale=(64, 64)),
-            dict(type='BEiTMaskGenerator', input_size=(4, 4),
-                 num_masking_patches=6, max_num_patches=6,
-                 min_num_patches=2),
-            dict(type='PackInputs')],
+        'train_dataloader.dataset.pipeline': FIXED_PIPELINE,
         'train_dataloader.sampler.shuffle': False,
         'model.head.loss.max_merge': [0, 0],
         'optim_wrapper.optimizer': dict(_delete_=True, type='SGD', lr=0.1),

@@ -60,25 +60,20 @@ BEIT_PIPELINE = [
          num_masking_patches=6, max_num_patches=6, min_num_patches=2),
     dict(type='PackInputs')]
 
+# EVA and MILAN share the MAE-style encoder / decoder, so one tiny setting.
+MAE_STYLE_TINY = {
+    'model.backbone.arch': TINY_ARCH,
+    'model.backbone.img_size': IMG,
+    'model.neck': dict(num_patches=N, embed_dim=64, decoder_embed_dim=32,
+                       decoder_depth=1, decoder_num_heads=2,
+                       predict_feature_dim=32),
+    'model.head.loss': TINY_LOSS,
+    'model.target_generator': TINY_TEACHER,
+}
+
 TINY = {
-    'eva': {
-        'model.backbone.arch': TINY_ARCH,
-        'model.backbone.img_size': IMG,
-        'model.neck': dict(num_patches=N, embed_dim=64, decoder_embed_dim=32,
-                           decoder_depth=1, decoder_num_heads=2,
-                           predict_feature_dim=32),
-        'model.head.loss': TINY_LOSS,
-        'model.target_generator': TINY_TEACHER,
-    },
-    'milan': {
-        'model.backbone.arch': TINY_ARCH,
-        'model.backbone.img_size': IMG,
-        'model.neck': dict(num_patches=N, embed_dim=64, decoder_embed_dim=32,
-                           decoder_depth=1, decoder_num_heads=2,
-                           predict_feature_dim=32),
-        'model.head.loss': TINY_LOSS,
-        'model.target_generator': TINY_TEACHER,
-    },
+    'eva': MAE_STYLE_TINY,
+    'milan': MAE_STYLE_TINY,
     'beitv2': {
         'model.backbone.arch': TINY_ARCH,
         'model.backbone.img_size': IMG,
