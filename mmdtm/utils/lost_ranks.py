@@ -95,7 +95,9 @@ def report_lost_ranks(runner) -> Iterator[None]:
 
     A no-op in a single process. Other errors pass through unchanged (a
     rank that fails by itself raises its own error; its peers then report
-    it as lost).
+    it as lost). The probe waits ``min(timeout, MAX_PROBE_SECONDS)``, with
+    ``timeout`` the config's ``env_cfg.dist_cfg.timeout``: a survivor that
+    is still blocked in its own collective after that is reported too.
     """
     if not (dist.is_available() and dist.is_initialized()
             and dist.get_world_size() > 1):
@@ -104,7 +106,13 @@ def report_lost_ranks(runner) -> Iterator[None]:
     timeout = float(runner.cfg.get('env_cfg', {}).get('dist_cfg', {}).get(
         'timeout', DEFAULT_TIMEOUT))
     probe_timeout = min(timeout, MAX_PROBE_SECONDS)
-    store = _connect_store(probe_timeout)
+    try:
+        store = _connect_store(probe_timeout)
+    except (RuntimeError, OSError, ValueError) as exc:
+        print_log(f'no rendezvous store to probe lost ranks with ({exc}); '
+                  f'a failed collective will not name them',
+                  logger='current', level=30)
+        store = None
     try:
         yield
     except Exception as exc:
@@ -122,8 +130,9 @@ def report_lost_ranks(runner) -> Iterator[None]:
         where = (f'the last complete checkpoint is {last}' if last else
                  'no checkpoint was written yet')
         message = (
-            f'rank {rank}: rank(s) {lost} stopped answering (the process '
-            f'died, ran out of memory, hung or lost its node; see its log). '
+            f'rank {rank}: rank(s) {lost} stopped answering (no answer '
+            f'within {probe_timeout:.0f} s: the process died, ran out of '
+            f'memory, hung or lost its node; see its log). '
             f'Collective error: {first_line}. Resume with the same command '
             f'plus --resume auto (work dir {runner.work_dir}; {where}).')
         print_log(message, logger='current', level=40)
