@@ -135,7 +135,7 @@ def run_probe(teacher: torch.nn.Module,
         from mmengine.utils import ProgressBar
         bar = ProgressBar(len(samples), file=sys.stderr)
     images, vis = [], dict(images=[], titles=[], correct=[], headers=[],
-                           boxes=[])
+                           boxes=[], preds=[])
     for idx, sample in enumerate(samples):
         inside, crop_boxes = None, []
         if boxes_dir is not None:
@@ -170,6 +170,7 @@ def run_probe(teacher: torch.nn.Module,
                                  f'{class_names[sample.label]}')
             vis['correct'].append([(r.pred == sample.label).numpy()
                                    for r in results])
+            vis['preds'].append([r.pred.numpy() for r in results])
             vis['headers'].append([
                 (f'{s.name} ({r.groups} groups)',
                  f'tok {_pct(r.token_accuracy)} nb '
@@ -201,7 +202,7 @@ def run_probe(teacher: torch.nn.Module,
         cell = max(4, round(panel_size / grid))
         picture, panels = compose_probe_grid(
             vis['images'], vis['titles'], vis['correct'], vis['headers'],
-            vis['boxes'], grid, cell)
+            vis['boxes'], grid, cell, vis['preds'])
     return report, picture, panels
 
 

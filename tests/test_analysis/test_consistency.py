@@ -13,6 +13,7 @@ from mmdtm.analysis import (format_table, majority_vote, neighbour_agreement,
 from mmdtm.analysis.consistency_vis import (ALPHA, BOX_COLOUR, CORRECT,
                                             WRONG, compose_probe_grid,
                                             probe_grid_size)
+from mmdtm.utils.morph_vis import BORDER
 from mmdtm.analysis.probe_data import read_class_names, read_samples
 from mmdtm.analysis.voc_boxes import (BoxFileError, boxes_in_crop,
                                       check_belongs, read_voc_xml, token_mask)
@@ -171,6 +172,19 @@ def test_picture_colours_follow_correctness():
         expected = (1 - ALPHA) * base + ALPHA * colour.repeat(8, 0).repeat(
             8, 1)
         np.testing.assert_allclose(crop, expected, atol=0.51)
+    # class borders: black lines between tokens of different class only
+    pred = np.array([3, 3, 5, 3])
+    canvas, panels = compose_probe_grid(
+        [img], ['x'], [correct[:1]], [[('identity', '')]], [[]], grid=2,
+        cell=8, preds=[[pred]])
+    left, top = panels[0].box[:2]
+    png = np.asarray(canvas)
+    assert tuple(png[top + 4, left + 7]) != BORDER  # 3 | 3 in the top row
+    assert tuple(png[top + 4, left + 8]) != BORDER
+    assert tuple(png[top + 7, left + 4]) == BORDER  # 3 above 5
+    assert tuple(png[top + 12, left + 7]) == BORDER  # 5 | 3
+    assert tuple(png[top + 12, left + 8]) == BORDER
+    assert tuple(png[top + 7, left + 12]) != BORDER  # 3 above 3
     # a box is outlined in its own colour
     canvas, panels = compose_probe_grid(
         [img], ['x'], [correct[:1]], [[('identity', '')]],
