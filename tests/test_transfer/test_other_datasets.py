@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.runner import Runner
 from PIL import Image
 
 from mmdtm.datasets.inaturalist import convert_inaturalist
+from mmdtm.engine import build_runner
 
 from ..conftest import REPO
 from .conftest import TINY_ARCH, tiny_downstream
@@ -127,7 +127,6 @@ def test_inat2018_config_trains_two_iterations(tmp_path):
 
     cfg = Config.fromfile(osp.join(BENCH, PREFIX + 'inat2018.py'))
     cfg.work_dir = str(tmp_path / 'work')
-    cfg.experiment_name = 'inat2018_two_iters'
     cfg.model.backbone.update(arch=dict(TINY_ARCH), img_size=64)
     cfg.model.backbone.init_cfg.checkpoint = ckpt
     cfg.model.head.update(in_channels=64, num_classes=3)
@@ -152,7 +151,7 @@ def test_inat2018_config_trains_two_iterations(tmp_path):
     cfg.env_cfg.dist_cfg = dict(backend='gloo')
     cfg.val_evaluator = cfg.test_evaluator = dict(type='Accuracy',
                                                   topk=(1, ))
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.model.init_weights()  # what train() does first
     # the converted backbone loads (CheckedPretrained: every weight)
     for key, value in backbone.state_dict().items():
