@@ -92,10 +92,10 @@ def _inputs(tmp_path, boxes=BOXES):
     return str(lst), str(names), str(box_dir)
 
 
-def _args(clip, out, *extra):
+def _args(clip, out, *extra, progress=False):
     return ['--model-name', 'ViT-B-16', '--pretrained', clip,
             '--model-kwargs', json.dumps(TEXT_CLIP), '--out-dir', str(out),
-            '--no-progress', *extra]
+            *([] if progress else ['--no-progress']), *extra]
 
 
 def _expected(clip_path: str, image: str, label: int, names, boxes):
@@ -192,3 +192,39 @@ def test_tool_on_the_shipped_photographs(tmp_path, clip_files, capsys):
             inner = np.s_[8 * y + 2:8 * y + 6, 8 * x + 2:8 * x + 6]
             np.testing.assert_allclose(panel[inner], expected[inner],
                                        atol=0.51)
+
+
+def test_default_imagenet_names_and_shipped_labels(tmp_path, clip_files,
+                                                   capsys):
+    full, _ = clip_files
+    report = tool.main([osp.join(PHOTOS, 'imagenet_labels.txt'),
+                        *_args(full, tmp_path, '--schedules', 'identity',
+                               '--vis-num', '0', progress=True)])
+    assert '5/5' in capsys.readouterr().err  # the progress bar
+    assert report['num_classes'] == 1000
+    assert [e['class_name'] for e in report['images']] == [
+        'tabby', 'cup', 'wall clock', 'missile', 'tripod']
+    assert not (tmp_path / 'spatial_consistency.png').exists()
+
+
+def test_errors_name_the_problem(tmp_path, clip_files):
+    full, visual = clip_files
+    lst, names, box_dir = _inputs(tmp_path)
+    with pytest.raises(NoTextTowerError, match='tiny_visual.pt.* holds no '
+                       'text tower'):
+        tool.main([lst, *_args(visual, tmp_path / 'o1', '--image-root',
+                               PHOTOS, '--class-names', names)])
+    # a box file of another size
+    _voc(tmp_path / 'boxes' / 'coffee.xml', 'chelsea.jpg', [(1, 1, 9, 9)])
+    xml = (tmp_path / 'boxes' / 'coffee.xml').read_text().replace(
+        '<filename>chelsea', '<filename>coffee')
+    (tmp_path / 'boxes' / 'coffee.xml').write_text(xml)
+    with pytest.raises(BoxFileError, match=r'coffee\.xml records a .* image '
+                       r'but .*coffee\.jpg is'):
+        tool.main([lst, *_args(full, tmp_path / 'o2', '--image-root',
+                               PHOTOS, '--class-names', names, '--boxes',
+                               box_dir)])
+    with pytest.raises(ValueError, match=r'label 281 of .*chelsea\.jpg is not'
+                       r' covered by .*names\.txt \(3 names'):
+        tool.main([osp.join(PHOTOS, 'imagenet_labels.txt'),
+                   *_args(full, tmp_path / 'o3', '--class-names', names)])
