@@ -98,8 +98,9 @@ def _load_text_weights(model: nn.Module, path: str) -> None:
     try:
         state = open_clip.factory.load_state_dict(path)
     except Exception as err:
-        raise RuntimeError(f'CLIP weights {path!r} are not a readable '
-                           f'checkpoint ({type(err).__name__}: {err})') from err
+        raise RuntimeError(
+            f'CLIP weights {path!r} are not a readable checkpoint '
+            f'({type(err).__name__}: {err})') from err
     text_keys = [k for k in model.state_dict() if not k.startswith('visual.')]
     missing = [k for k in text_keys if k not in state]
     if len(missing) == len(text_keys):

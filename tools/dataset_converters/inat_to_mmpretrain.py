@@ -10,7 +10,8 @@ See ``--help``; the logic is in ``mmdtm.datasets.inaturalist``.
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
 
 from mmdtm.datasets.inaturalist import inat_converter_main  # noqa: E402
 

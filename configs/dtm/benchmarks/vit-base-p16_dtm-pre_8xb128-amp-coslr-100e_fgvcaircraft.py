@@ -1,6 +1,6 @@
-# FGVC-Aircraft (variants) fine-tuning of a DTM ViT-B/16 (100 classes, MMPretrain's
-# FGVCAircraft dataset, 'trainval' to train, 'test' to test): the ImageNet-1K
-# fine-tuning recipe, inherited unchanged from
+# FGVC-Aircraft (variants) fine-tuning of a DTM ViT-B/16 (100 classes,
+# MMPretrain's FGVCAircraft dataset, 'trainval' to train, 'test' to test):
+# the ImageNet-1K fine-tuning recipe, inherited unchanged from
 # vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py (model, augmentation,
 # optimizer, layer decay, schedule, converted backbone); only the number of
 # classes and the data change. Sources of every number: configs/dtm/README.md.
