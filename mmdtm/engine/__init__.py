@@ -1,5 +1,5 @@
-"""Training machinery: optimizer constructors, exact-resume loops,
-crash-safe checkpoints and guards against bad input."""
+"""Training machinery: the runner, optimizer constructors, exact-resume
+loops, crash-safe checkpoints and guards against bad input."""
 from .checkpoint_files import (NoValidCheckpointError, checkpoint_problem,
                                newest_valid_checkpoint, resume_candidates)
 from .hooks import (CheckpointMismatchError, CheckpointSaveError,
@@ -8,11 +8,13 @@ from .hooks import (CheckpointMismatchError, CheckpointSaveError,
 from .layer_decay import BackboneLayerDecayOptimWrapperConstructor
 from .loops import ResumableIterBasedTrainLoop
 from .rng import get_rng_state, set_rng_state
+from .runner import IsolatedRunner, build_runner
 
 __all__ = [
     'SafeCheckpointHook', 'BackboneLayerDecayOptimWrapperConstructor',
     'CheckpointMismatchError', 'NonFiniteLossHook', 'StrictLoadHook',
     'check_state_dict', 'ResumableIterBasedTrainLoop', 'get_rng_state',
-    'set_rng_state', 'CheckpointSaveError', 'NoValidCheckpointError',
-    'checkpoint_problem', 'newest_valid_checkpoint', 'resume_candidates'
+    'set_rng_state', 'IsolatedRunner', 'build_runner', 'CheckpointSaveError',
+    'NoValidCheckpointError', 'checkpoint_problem', 'newest_valid_checkpoint',
+    'resume_candidates'
 ]

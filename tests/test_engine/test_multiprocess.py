@@ -82,7 +82,7 @@ def train_2proc(cfg, data, work_dir, env, *flags):
          '--work-dir', work_dir, *flags, '--cfg-options',
          f'train_dataloader.dataset.data_root={data}', *OPTIONS],
         env=dict(env, PORT=str(free_port())), capture_output=True,
-        text=True, timeout=300)
+        text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -198,7 +198,7 @@ def test_a_stopped_peer_fails_the_run_naming_it(two_procs, tmp_path):
                      MASTER_PORT=port, MMDTM_TEST_FAULT='1:2:SIGSTOP'),
             stdout=open(logs[-1], 'w'), stderr=subprocess.STDOUT))
     try:
-        returncode = procs[0].wait(timeout=300)  # hang guard
+        returncode = procs[0].wait(timeout=600)  # hang guard
     finally:
         for proc in procs:
             if proc.poll() is None:
