@@ -23,7 +23,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmdtm.engine import build_runner  # noqa: E402
 from mmdtm.utils.launch import (LAUNCHERS, cpu_distributed_fallback,  # noqa
-                                resume_after_restart)
+                                prepare_restart)
 from mmdtm.utils.lost_ranks import report_lost_ranks  # noqa: E402
 
 
@@ -116,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)
-    resume_after_restart(cfg)
+    prepare_restart(cfg, args.launcher)
     cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)
     with report_lost_ranks(runner):  # names ranks lost by a collective

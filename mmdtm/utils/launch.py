@@ -54,19 +54,31 @@ def _env_from_launcher(launcher: str, port: Optional[str] = None) -> None:
             f'tools/slurm_train.sh, or use --launcher none')
 
 
-def _init_gloo(timeout: float) -> None:
-    """``init_process_group('gloo', init_method='env://')`` whose
-    collectives time out after ``timeout`` seconds, while joining the group
+def _restart_count() -> int:
+    """torchrun's attempt number (0: the first launch, or no torchrun)."""
+    return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
+
+
+def init_group(backend: str, timeout: float) -> None:
+    """``init_process_group(backend, init_method='env://')``, made safe for
+    torchrun restarts.
+
+    Collectives time out after ``timeout`` seconds, while joining the group
     may take :data:`RENDEZVOUS_TIMEOUT` (processes start at different
-    times)."""
+    times). torchrun keeps one store for all attempts, and the keys a
+    failed attempt left there (its workers' addresses) would be read by
+    the next one, which then connects to dead processes; each restart
+    therefore keys its group apart (``default_pg/restart<N>``).
+    """
     store, rank, world_size = next(dist.rendezvous(
         'env://', int(os.environ['RANK']), int(os.environ['WORLD_SIZE']),
         timeout=timedelta(seconds=max(timeout, RENDEZVOUS_TIMEOUT))))
     store.set_timeout(timedelta(seconds=timeout))
+    attempt = _restart_count()
+    prefix = f'default_pg/restart{attempt}' if attempt else 'default_pg'
     dist.init_process_group(
-        backend='gloo', store=dist.PrefixStore('default_pg', store),
-        rank=rank, world_size=world_size,
-        timeout=timedelta(seconds=timeout))
+        backend=backend, store=dist.PrefixStore(prefix, store), rank=rank,
+        world_size=world_size, timeout=timedelta(seconds=timeout))
 
 
 def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
@@ -100,7 +112,7 @@ def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
             f'(CPU), world size {os.environ["WORLD_SIZE"]}.',
             logger='current', level=30)
     if not dist.is_initialized():
-        _init_gloo(float(dist_cfg.get('timeout', 1800)))
+        init_group('gloo', float(dist_cfg.get('timeout', 1800)))
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
@@ -110,24 +122,34 @@ def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
     return True
 
 
-def resume_after_restart(cfg: Config) -> bool:
-    """Resume from the work dir when torchrun restarted this worker.
+def prepare_restart(cfg: Config, launcher: str) -> bool:
+    """What a worker restarted by torchrun needs; no-op in a first launch.
 
     torchrun (``--max-restarts``, see ``tools/dist_launch.sh``) restarts
     the whole group when a worker dies and sets
     ``TORCHELASTIC_RESTART_COUNT`` > 0 in the new workers. If the work dir
     holds a checkpoint, the run then resumes from it like ``--resume auto``
     (``SafeCheckpointHook`` picks the newest complete one); before the
-    first checkpoint the run starts as it was launched.
+    first checkpoint the run starts as it was launched. With CUDA, the
+    process group is initialised here through :func:`init_group` (the CPU
+    fallback does so anyway), so that it does not read the failed
+    attempt's keys.
 
     Returns:
         ``True`` when ``cfg`` was switched to resume.
     """
-    attempt = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
-    work_dir = cfg.get('work_dir')
-    if attempt == 0 or not work_dir:
+    attempt = _restart_count()
+    if attempt == 0:
         return False
-    if not (osp.isfile(osp.join(work_dir, 'last_checkpoint'))
+    if (launcher == 'pytorch' and torch.cuda.is_available()
+            and not dist.is_initialized()):
+        dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+        torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
+        init_group(dist_cfg.get('backend', 'nccl'),
+                   float(dist_cfg.get('timeout', 1800)))
+    work_dir = cfg.get('work_dir')
+    if not work_dir or not (
+            osp.isfile(osp.join(work_dir, 'last_checkpoint'))
             or glob.glob(osp.join(glob.escape(work_dir), '*.pth'))):
         return False
     cfg.resume, cfg.load_from = True, None

@@ -20,15 +20,23 @@ from .test_exact_resume import logged_losses
 # per level that rank's loss used at every iteration.
 # FaultHook: MMDTM_TEST_FAULT='RANK:ITER:SIGNAL' makes rank RANK send
 # itself SIGNAL before iteration ITER (in torchrun's first attempt only).
+# MMDTM_TEST_LATE_RANK=R: rank R of torchrun's first restart joins the group
+# 2 s late (it imports this module with the config, before joining), so
+# that the others would read what the failed attempt left in the store.
 HELPER = textwrap.dedent('''
     import os
     import signal
+    import time
 
     import torch
     from mmengine.dist import get_rank
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
     from mmpretrain.registry import HOOKS
+
+    if (os.environ.get('TORCHELASTIC_RESTART_COUNT') == '1' and
+            os.environ.get('RANK') == os.environ.get('MMDTM_TEST_LATE_RANK')):
+        time.sleep(2)
 
 
     @HOOKS.register_module()
@@ -105,7 +113,7 @@ def two_procs(tmp_path_factory):
                PYTHONPATH=os.pathsep.join(
                    [str(tmp_path), REPO] +
                    [p for p in sys.path if 'mmcvlite' in p]))
-    for key in ('MAX_RESTARTS', 'MMDTM_TEST_FAULT',
+    for key in ('MAX_RESTARTS', 'MMDTM_TEST_FAULT', 'MMDTM_TEST_LATE_RANK',
                 'TORCHELASTIC_RESTART_COUNT'):
         env.pop(key, None)
     first = str(tmp_path / 'first')
@@ -163,9 +171,11 @@ def test_elastic_restart_after_a_killed_worker(two_procs, tmp_path):
     cfg, data, env, first = two_procs
     work = str(tmp_path / 'elastic')
     out = train_2proc(cfg, data, work,
-                      dict(env, MMDTM_TEST_FAULT='1:2:SIGKILL'))
+                      dict(env, MMDTM_TEST_FAULT='1:2:SIGKILL',
+                           MMDTM_TEST_LATE_RANK='1'))
     assert 'torchrun restart 1: resuming from the newest complete ' \
         f'checkpoint in {work}' in out
+    assert 'torchrun restart 2' not in out  # the first restart worked
     for rank in (0, 1):
         a = load(f'{first}/rank{rank}.pth')
         b = load(f'{work}/rank{rank}.pth')  # written by the restarted run

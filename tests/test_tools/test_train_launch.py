@@ -184,21 +184,22 @@ def test_dist_launch_max_restarts_from_the_environment(value, expected):
     assert '--nproc_per_node=2' in proc.stdout
 
 
-def test_resume_after_restart_only_with_a_checkpoint(tmp_path, monkeypatch):
+def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,
+                                                         monkeypatch):
     """A worker restarted by torchrun resumes from the work dir when it
     holds a checkpoint; otherwise the run starts as it was launched."""
-    from mmdtm.utils.launch import resume_after_restart
+    from mmdtm.utils.launch import prepare_restart
     cfg = train.merge_args(Config.fromfile(TOY_CFG), _args(
         '--work-dir', str(tmp_path), '--resume', 'given/iter_2.pth'))
     monkeypatch.delenv('TORCHELASTIC_RESTART_COUNT', raising=False)
-    assert resume_after_restart(cfg) is False  # not under torchrun
+    assert prepare_restart(cfg, 'none') is False  # not under torchrun
     monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '0')
     (tmp_path / 'iter_2.pth').write_bytes(b'')
-    assert resume_after_restart(cfg) is False  # first attempt
+    assert prepare_restart(cfg, 'none') is False  # first attempt
     monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '1')
     (tmp_path / 'iter_2.pth').unlink()
-    assert resume_after_restart(cfg) is False  # nothing saved yet
+    assert prepare_restart(cfg, 'none') is False  # nothing saved yet
     assert (cfg.resume, cfg.load_from) == (True, 'given/iter_2.pth')
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
-    assert resume_after_restart(cfg) is True
+    assert prepare_restart(cfg, 'none') is True
     assert (cfg.resume, cfg.load_from) == (True, None)
