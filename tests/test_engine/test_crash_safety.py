@@ -264,3 +264,27 @@ def test_resume_skips_a_truncated_or_corrupt_latest_checkpoint(tmp_path):
     with pytest.raises(NoValidCheckpointError,
                        match=f'cannot resume from {iter_2}: corrupt'):
         runner.train()
+
+
+def test_failed_last_checkpoint_write_undoes_the_save(tmp_path, monkeypatch):
+    """The checkpoint file is renamed into place, then writing
+    last_checkpoint fails: the new file is removed again, so that the work
+    dir is as before the save (skip mode: training goes on)."""
+    from mmdtm.engine.hooks import checkpoint_hook
+    data = make_image_folder(str(tmp_path / 'data'), num=4)
+    work = str(tmp_path / 'work')
+    original = checkpoint_hook.atomic_write_text
+
+    def write(path, text, fsync=True):
+        if text.endswith('iter_4.pth'):
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), path)
+        return original(path, text, fsync)
+
+    monkeypatch.setattr(checkpoint_hook, 'atomic_write_text', write)
+    runner = build_runner(small_cfg(
+        work, data, 4, **{'default_hooks.checkpoint.on_save_error': 'skip'}))
+    runner.train()
+    assert 'Disk quota exceeded' in run_log(work)
+    assert sorted(f for f in os.listdir(work) if 'pth' in f) == ['iter_2.pth']
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        assert f.read().strip() == osp.join(work, 'iter_2.pth')

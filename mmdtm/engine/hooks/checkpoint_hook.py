@@ -283,11 +283,17 @@ class SafeCheckpointHook(CheckpointHook):
         """Remove the partial files of a failed save; say what happened."""
         partial = self.last_ckpt + TMP_SUFFIX
         written = osp.getsize(partial) if osp.isfile(partial) else 0
-        for path in (partial,
-                     osp.join(work_dir, 'last_checkpoint' + TMP_SUFFIX)):
+        leftovers = [partial,
+                     osp.join(work_dir, 'last_checkpoint' + TMP_SUFFIX)]
+        if self.last_ckpt != previous:  # renamed, but last_checkpoint failed
+            leftovers.append(self.last_ckpt)
+        for path in leftovers:
             if osp.isfile(path):
                 os.remove(path)
-        free = shutil.disk_usage(self.out_dir).free
+        try:
+            free = _size(shutil.disk_usage(self.out_dir).free)
+        except OSError:
+            free = 'unknown space'
         if previous is not None and osp.isfile(previous):
             need = (f'a checkpoint needs about {_size(osp.getsize(previous))}'
                     f' (the size of {osp.basename(previous)})')
@@ -299,5 +305,5 @@ class SafeCheckpointHook(CheckpointHook):
             kept = 'no earlier checkpoint exists'
         return (f'cannot write checkpoint {self.last_ckpt} in directory '
                 f'{self.out_dir}: {type(exc).__name__}: {exc}. '
-                f'{_size(free)} free there, {need}; the partial file was '
+                f'{free} free there, {need}; the partial file was '
                 f'removed and {kept}. Free space there or set out_dir.')
