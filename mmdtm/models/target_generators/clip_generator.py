@@ -22,10 +22,14 @@ AUTOCAST_DTYPES = {None: None, 'fp32': torch.float32, 'bf16': torch.bfloat16,
 _WEIGHT_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors', '.ckpt', '.npz')
 
 HOW_TO_GET = ('Get the weights on a machine that is online, e.g. '
-              "`open_clip.create_model('{model}', pretrained='openai', "
-              "cache_dir='DIR')`, copy the downloaded file (DIR/.../"
-              "open_clip_pytorch_model.bin or open_clip_model.safetensors) "
-              "here and set `pretrained='/path/to/that/file'`.")
+              "`open_clip.create_model('ViT-B-16-quickgelu', "
+              "pretrained='openai', cache_dir='DIR')`, copy the downloaded "
+              "file (DIR/.../open_clip_pytorch_model.bin or "
+              "open_clip_model.safetensors) here and set "
+              "`pretrained='/path/to/that/file'` (model_name={model!r} now). "
+              "OpenAI's CLIP weights were trained with QuickGELU: use them "
+              "with a '-quickgelu' model name (e.g. 'ViT-B-16-quickgelu'); a "
+              "weights file does not record the activation.")
 
 
 def _looks_like_path(pretrained: str) -> bool:
