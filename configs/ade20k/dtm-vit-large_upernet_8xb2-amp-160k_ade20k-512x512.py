@@ -4,6 +4,8 @@
 # 8/12/16/24, drop path 0.2, layer decay 0.9, lr 4e-5; the rest (160k
 # iterations, 8x2, 512 crops, poly with 1500 warm-up iterations, AdamW
 # (0.9, 0.999), weight decay 0.05) as for ViT-B, which is also BEiT v2's.
+# layer_scale_init_value only shapes the model: the gammas are loaded from
+# the converted DTM ViT-L checkpoint (pre-trained with 1e-5).
 _base_ = ['./dtm-vit-base_upernet_8xb2-amp-160k_ade20k-512x512.py']
 pretrained = 'work_dirs/dtm/vitl_ade20k_backbone.pth'
 embed_dims = 1024
