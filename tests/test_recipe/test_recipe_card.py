@@ -163,7 +163,8 @@ REF: Dict[str, Ref] = {
 
 CFG = {
     'pretrain': 'configs/dtm_vitb.py',
-    'pretrain_l': 'configs/dtm/dtm_beit-large-p16_8xb256-amp-coslr-300e_in1k.py',
+    'pretrain_l': 'configs/dtm/'
+                  'dtm_beit-large-p16_8xb256-amp-coslr-300e_in1k.py',
     'finetune_l': 'configs/dtm/benchmarks/'
                   'vit-large-p16_dtm-pre_8xb128-amp-coslr-50e_in1k.py',
     'finetune': 'configs/dtm/benchmarks/'
