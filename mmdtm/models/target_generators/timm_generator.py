@@ -40,8 +40,12 @@ def refuse_non_vit(trunk: nn.Module, what: str) -> None:
 
 
 def trunk_patch_size(trunk: nn.Module) -> Tuple[int, int]:
-    patch = trunk.patch_embed.patch_size
-    return (patch, patch) if isinstance(patch, int) else tuple(patch)
+    """The input pixels per token: the patch size, or the stride of a
+    hybrid stem (ViTamin, MobileCLIP-B embed 1x1 patches of a feature
+    map)."""
+    grid = trunk.patch_embed.grid_size
+    size = trunk_input_size(trunk)
+    return size[0] // grid[0], size[1] // grid[1]
 
 
 def trunk_input_size(trunk: nn.Module) -> Tuple[int, int]:
