@@ -7,9 +7,10 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+
+from mmdtm.engine import build_runner
 
 from ..conftest import REPO, TINY_CLIP, make_image_folder, toy_config
 
@@ -110,8 +111,7 @@ def test_tiny_dtm_run_with_a_timm_tower_teacher(tmp_path):
                      **{'model.target_generator': teacher,
                         'train_dataloader.batch_size': 2,
                         'default_hooks.checkpoint.interval': 3})
-    cfg.experiment_name = 'timm_tower_teacher'
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     gen = runner.model.target_generator
     assert gen.input_size == (56, 56) and gen.kind == 'timm'
