@@ -227,6 +227,12 @@ def test_grid_options_are_checked():
         dino(grid_match='resize_input')
     with pytest.raises(ValueError, match='input_norm'):
         dino(input_norm='mine')
+    with pytest.raises(ValueError, match="pretrained='lvd142m'"):
+        TimmTargetGenerator('vit_base_patch14_dinov2.lvd142m')
+    with pytest.raises(ValueError, match='tokens_attention.*grid_match'):
+        CLIPTargetGenerator('ViT-B-16', pretrained=None, model_cfg=TINY_CLIP,
+                            output_format='tokens_attention',
+                            grid_match='resize_input', out_grid=(3, 3))
 
 
 @pytest.fixture
@@ -247,6 +253,12 @@ def no_downloads(monkeypatch):
     # the tag was trained at 224 px
     ('ViT-B-16-quickgelu', dict(model_cfg=TINY_CLIP),
      "image_size=224.*image_size=64"),
+    ('ViT-B-16-quickgelu', dict(model_cfg=dict(force_image_size=448)),
+     "image_size=224.*image_size=448"),
+    ('ViT-B-16', dict(model_cfg=dict(force_quick_gelu=True),
+                      input_norm='teacher', teacher_mean=(0.5,) * 3,
+                      teacher_std=(0.5,) * 3),
+     r'(?s)\(0.4815.*teacher_mean/teacher_std.*\(0.5, 0.5, 0.5\)'),
     # CLIP's mean/std fed to a teacher trained with another
     ('ViT-B-16-SigLIP2', dict(input_norm='clip'),
      r"(?s)\(0.5, 0.5, 0.5\).*input_norm='clip'.*0.4815"),
@@ -285,3 +297,52 @@ def test_timm_tag_guard_fires_before_download(no_downloads):
         TimmTargetGenerator(name, 'lvd142m', input_norm='teacher',
                             model_kwargs=dict(depth=1),
                             grid_match='resize_input', out_grid=(14, 14))
+
+
+ACCEPTED = {  # open_clip model -> (tokens at its own size, D projected)
+    'ViT-B-16-quickgelu': (196, 512),  # native: ln_post @ proj
+    'ViT-H-14-CLIPA': (256, 1024),  # native, ln_post after pooling
+    'ViT-B-16-SigLIP2': (196, 768),  # timm, MAP head: no projection
+    'EVA02-B-16': (196, 512),  # timm EVA, linear head
+    'PE-Core-B-16': (196, 1024),  # timm EVA with MAP, linear head
+    'MobileCLIP-B': (196, 512),  # timm ViT, hybrid stem
+    'ViTamin-S': (196, 384),  # timm, hybrid stem, fc_norm, proj
+}
+REFUSED = ['RN50', 'convnext_tiny', 'swin_base_patch4_window7_224',
+           'MobileCLIP-S1', 'coca_ViT-B-32']
+
+
+@pytest.mark.parametrize('name', list(ACCEPTED) + REFUSED)
+def test_open_clip_families_on_the_meta_device(name):
+    """One model per open_clip family, its image tower built without
+    memory (meta tensors): accepted ones give one token per patch of the
+    projected dimension; the others are refused by name."""
+    from open_clip.model import _build_vision_tower
+
+    from mmdtm.models.target_generators.clip_generator import (
+        _timm_tower_projection, _tower_kind)
+    from mmdtm.models.target_generators.timm_generator import (
+        timm_patch_tokens, trunk_input_size, trunk_patch_size)
+    cfg = open_clip.get_model_config(name)
+    with torch.device('meta'):
+        visual = _build_vision_tower(cfg['embed_dim'], cfg['vision_cfg'],
+                                     cfg.get('quick_gelu', False))
+        if name in REFUSED:
+            with pytest.raises(ValueError, match='not a ViT|no ViT image'):
+                _tower_kind(visual, name)
+            return
+        n, dim = ACCEPTED[name]
+        if _tower_kind(visual, name) == 'native':
+            x = torch.empty(1, 3, *visual.image_size)
+            tokens = visual.forward_intermediates(
+                x, indices=1, normalize_intermediates=True,
+                intermediates_only=True, output_fmt='NLC')[
+                    'image_intermediates'][-1] @ visual.proj
+        else:
+            trunk = visual.trunk
+            size, patch = trunk_input_size(trunk), trunk_patch_size(trunk)
+            assert (size[0] // patch[0]) * (size[1] // patch[1]) == n
+            tokens = timm_patch_tokens(trunk, torch.empty(1, 3, *size))
+            for layer in _timm_tower_projection(visual)[0]:
+                tokens = layer(tokens)
+    assert tokens.shape == (1, n, dim)

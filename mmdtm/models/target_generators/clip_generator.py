@@ -235,7 +235,11 @@ class CLIPTargetGenerator(FrozenTeacher):
             return None  # not a tag: create_model says so, with the list
         base = copy.deepcopy(open_clip.get_model_config(self.model_name))
         built = dict(base, **self.model_cfg)
-        vision = built.get('vision_cfg', {})
+        vision = dict(built.get('vision_cfg', {}))
+        if built.get('force_quick_gelu'):  # create_model's own overrides
+            built['quick_gelu'] = True
+        if built.get('force_image_size') is not None:
+            vision['image_size'] = built['force_image_size']
         source = f'open_clip {self.model_name!r} pretrained={self.tag!r}'
         timm_tower = bool(vision.get('timm_model_name'))
         tag_gelu = 'QuickGELU' if cfg.get('quick_gelu') else 'GELU'

@@ -157,8 +157,11 @@ class TimmTargetGenerator(FrozenTeacher):
                          data_std=data_std, **kwargs)
         import timm
         if model_name not in timm.list_models():
+            arch, _, tag = model_name.partition('.')
+            hint = (f"; give the tag apart: model_name={arch!r}, "
+                    f'pretrained={tag!r}' if tag else '')
             raise ValueError(f'model_name={model_name!r} is not a timm '
-                             f'architecture; see timm.list_models()')
+                             f'architecture (see timm.list_models()){hint}')
         self.model_name, self.pretrained = model_name, pretrained
         self.model_kwargs = dict(model_kwargs or {})
         self.cache_dir = cache_dir
