@@ -202,7 +202,9 @@ class FrozenTeacher(BaseModule):
         self.register_buffer('renorm_shift',
                              ((mean / 255.0 - t_mean) / t_std).view(
                                  1, 3, 1, 1), False)
-        self.norm_stats = tuple(tuple(float(v) for v in t) for t in target)
+        # the (mean, std) the teacher sees; None: the student's view as is
+        self.norm_stats = None if self.input_norm == 'imagenet' else tuple(
+            tuple(float(v) for v in t) for t in target)
 
     def _check_tag_norm(self, source: str, tag_norm: Norm) -> None:
         """Raise when ``input_norm`` would feed a teacher trained with
