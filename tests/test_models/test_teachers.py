@@ -155,6 +155,20 @@ def test_timm_teacher_loads_a_local_file_strictly(tmp_path):
         dino(pretrained=str(partial))
 
 
+def test_timm_tower_loads_a_local_open_clip_file(tmp_path):
+    torch.manual_seed(3)
+    model = open_clip.create_model('EVA02-B-16', pretrained=None, **TINY_EVA)
+    path = tmp_path / 'eva.pt'
+    torch.save(model.state_dict(), path)
+    gen = eva(pretrained=str(path), grid_match='resize_input',
+              out_grid=(4, 4))  # loaded at 224 px, then resized to 56
+    trunk, ref = gen.teacher.trunk, model.visual.trunk
+    assert torch.equal(gen.teacher.trunk.head.weight, ref.head.weight)
+    torch.testing.assert_close(trunk.pos_embed, resample_abs_pos_embed(
+        ref.pos_embed, new_size=(4, 4), old_size=(16, 16),
+        num_prefix_tokens=1))
+
+
 @pytest.mark.parametrize('name', [
     'RN50',  # open_clip's modified ResNet
     'convnext_base',  # a timm ConvNeXt tower
