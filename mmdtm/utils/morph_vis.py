@@ -74,14 +74,21 @@ def palette(num: int, seed: int = 0) -> np.ndarray:
     return cube[order[:num]]
 
 
+def crop_geometry(width: int, height: int,
+                  size: int) -> Tuple[int, int, int, int]:
+    """How :func:`load_image` maps a ``width`` x ``height`` image: resized to
+    ``(w, h)`` (shorter side ``size``), then the square at ``(left, top)``
+    kept. Returns ``(w, h, left, top)``."""
+    scale = size / min(width, height)
+    w, h = max(size, round(width * scale)), max(size, round(height * scale))
+    return w, h, (w - size) // 2, (h - size) // 2
+
+
 def load_image(path: str, size: int) -> Image.Image:
     """RGB image, shorter side resized to ``size``, centre-cropped square."""
     img = Image.open(path).convert('RGB')
-    scale = size / min(img.size)
-    w, h = max(size, round(img.width * scale)), max(size,
-                                                      round(img.height * scale))
+    w, h, left, top = crop_geometry(img.width, img.height, size)
     img = img.resize((w, h), Image.BICUBIC)
-    left, top = (w - size) // 2, (h - size) // 2
     return img.crop((left, top, left + size, top + size))
 
 
