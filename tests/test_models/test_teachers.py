@@ -64,6 +64,7 @@ def test_siglip_style_tower_gives_normed_patch_tokens():
     torch.testing.assert_close(out, feats[:, 1:])
     # the MAP head pools; there is no token-wise projection
     torch.testing.assert_close(siglip(projected=False)(x), out)
+    assert not gen.in_joint_space
 
 
 def test_eva02_tower_projects_tokens_with_its_linear_head():
@@ -75,7 +76,9 @@ def test_eva02_tower_projects_tokens_with_its_linear_head():
     assert out.shape == (1, 256, 32) and gen.out_dim == 32
     tokens = trunk.forward_features(x)[:, 1:]
     torch.testing.assert_close(out, trunk.head(tokens))
+    assert gen.in_joint_space
     plain = eva(projected=False)
+    assert not plain.in_joint_space
     assert plain.out_dim == 192
     torch.testing.assert_close(plain(x), tokens)
 

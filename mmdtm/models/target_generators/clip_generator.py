@@ -327,6 +327,17 @@ class CLIPTargetGenerator(FrozenTeacher):
             return proj.shape[1]
         return self.teacher.ln_post.normalized_shape[0]
 
+    @property
+    def in_joint_space(self) -> bool:
+        """Whether the targets are mapped into the shared image-text space
+        (a token-wise projection applied: not for SigLIP, whose patch
+        tokens never pass its pooling head)."""
+        if not self.projected:
+            return False
+        if self.kind == 'native':
+            return self.teacher.proj is not None
+        return bool(self._maps)
+
     def _own_norm(self):
         import open_clip
         if self.tag_cfg:
