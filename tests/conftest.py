@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny image folders, tiny configs, quiet logging."""
+"""Shared fixtures: tiny image folders, tiny configs, a clean process state
+for every test. Tests build Runners with ``mmdtm.engine.build_runner``
+(the configs' ``IsolatedRunner``), never ``Runner.from_cfg``."""
 import os
 import os.path as osp
 
@@ -51,6 +53,36 @@ def _seed_everything():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_state():
+    """Each test leaves the process as it found it: environment variables,
+    working directory, torch's thread count, and no MMEngine instance it
+    created (loggers, message hubs, visualizers: process-wide objects
+    looked up by name) outlives it."""
+    import logging
+
+    import torch
+
+    from mmdtm.engine.runner import manager_classes
+    environ, cwd, threads = dict(os.environ), os.getcwd(), \
+        torch.get_num_threads()
+    before = {cls: set(vars(cls).get('_instance_dict', ()))
+              for cls in manager_classes()}
+    yield
+    for cls in manager_classes():
+        instances = vars(cls).get('_instance_dict', {})
+        for name in [n for n in instances if n not in before.get(cls, ())]:
+            instance = instances.pop(name)
+            if isinstance(instance, logging.Logger):
+                for handler in list(instance.handlers):
+                    handler.close()
+                    instance.removeHandler(handler)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -126,8 +126,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, str]:
 def _run(args: argparse.Namespace, start: float) -> Dict[str, str]:
     """Train with the Runner, then plot the loss and draw the morphing."""
     import torch
-    from mmengine.runner import Runner
 
+    from mmdtm.engine import build_runner
     from mmdtm.utils.morph_vis import morphing_grid
     cfg = demo_config(args)
     device = 'GPU' if torch.cuda.is_available() else 'CPU'
@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace, start: float) -> Dict[str, str]:
               '(no weights are downloaded), so its targets carry no CLIP '
               'knowledge; point model.target_generator.pretrained at '
               'open_clip weights for real training.', flush=True)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
     ckpt = osp.join(cfg.work_dir, f'iter_{iters}.pth')

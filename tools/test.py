@@ -17,9 +17,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
+from mmdtm.engine import build_runner  # noqa: E402
 from mmdtm.utils.launch import LAUNCHERS, cpu_distributed_fallback  # noqa
 
 TEST_KEYS = ('test_dataloader', 'test_evaluator', 'test_cfg')
@@ -76,8 +75,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)
     cpu_distributed_fallback(cfg, args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
-        Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     return runner.test()
 
 

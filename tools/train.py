@@ -19,9 +19,9 @@ if REPO not in sys.path:  # a fresh clone works without `pip install -e .`
 
 import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from mmdtm.engine import build_runner  # noqa: E402
 from mmdtm.utils.launch import LAUNCHERS, cpu_distributed_fallback  # noqa
 
 
@@ -107,13 +107,6 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
-
-
-def build_runner(cfg: Config) -> Runner:
-    """A Runner from ``cfg`` (``runner_type`` picks a custom one)."""
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
 
 
 def main(argv: Optional[List[str]] = None) -> Runner:

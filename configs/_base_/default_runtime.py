@@ -1,6 +1,10 @@
 # Runtime shared by every mmdtm MMPretrain config.
 default_scope = 'mmpretrain'
 custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
+# IsolatedRunner: MMEngine's Runner, but two runs started within the same
+# second in one process get their own log dir, logger, message hub and
+# visualizer (MMEngine names them by the second). tools/train.py builds it.
+runner_type = 'IsolatedRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

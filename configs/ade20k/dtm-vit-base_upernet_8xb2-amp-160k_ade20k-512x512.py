@@ -28,6 +28,7 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
+runner_type = 'IsolatedRunner'  # per-run names (mmdtm.engine.runner)
 
 pretrained = 'work_dirs/dtm/vitb_ade20k_backbone.pth'
 crop_size = (512, 512)

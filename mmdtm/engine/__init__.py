@@ -1,14 +1,15 @@
-"""Training machinery: optimizer constructors, exact-resume loops,
-crash-safe checkpoints and guards against bad input."""
+"""Training machinery: the runner, optimizer constructors, exact-resume
+loops, crash-safe checkpoints and guards against bad input."""
 from .hooks import (SafeCheckpointHook, CheckpointMismatchError,
                     NonFiniteLossHook, StrictLoadHook, check_state_dict)
 from .layer_decay import BackboneLayerDecayOptimWrapperConstructor
 from .loops import ResumableIterBasedTrainLoop
 from .rng import get_rng_state, set_rng_state
+from .runner import IsolatedRunner, build_runner
 
 __all__ = [
     'SafeCheckpointHook', 'BackboneLayerDecayOptimWrapperConstructor',
     'CheckpointMismatchError', 'NonFiniteLossHook', 'StrictLoadHook',
     'check_state_dict', 'ResumableIterBasedTrainLoop', 'get_rng_state',
-    'set_rng_state'
+    'set_rng_state', 'IsolatedRunner', 'build_runner'
 ]

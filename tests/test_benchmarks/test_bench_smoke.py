@@ -22,7 +22,7 @@ from tests.conftest import REPO
 BENCH = osp.join(REPO, 'benchmarks')
 
 
-def _run_main_forked(module, argv, stdout_path, timeout=120):
+def _run_main_forked(module, argv, stdout_path, timeout=600):
     """Run ``module.main(argv)`` in a forked child; its exit code."""
     def child():
         torch.set_num_threads(1)

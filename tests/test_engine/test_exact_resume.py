@@ -5,7 +5,8 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.runner import Runner
+
+from mmdtm.engine import build_runner
 
 from ..conftest import make_image_folder, toy_config
 
@@ -54,14 +55,14 @@ def without_sample_seeding():
 def run_2n_and_n_plus_n(tmp_path, data, total, **extra):
     """Train ``total`` iterations in one go and in two halves; return the
     runners (uninterrupted, resumed) and the interrupted run's work dir."""
-    full = Runner.from_cfg(resume_cfg(str(tmp_path / 'full'), data, total,
+    full = build_runner(resume_cfg(str(tmp_path / 'full'), data, total,
                                       **extra))
     full.train()
-    part = Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data,
+    part = build_runner(resume_cfg(str(tmp_path / 'part'), data,
                                       total // 2, **extra))
     part.train()
     assert osp.isfile(osp.join(part.work_dir, f'iter_{total // 2}.pth'))
-    resumed = Runner.from_cfg(resume_cfg(str(tmp_path / 'part'), data, total,
+    resumed = build_runner(resume_cfg(str(tmp_path / 'part'), data, total,
                                          resume=True, **extra))
     resumed.train()
     return full, resumed
@@ -141,10 +142,10 @@ def test_epoch_based_resume_is_exact(tmp_path):
                'train_dataloader.num_workers': 2,
                **extra})
 
-    full = Runner.from_cfg(cfg(str(tmp_path / 'full'), 2))
+    full = build_runner(cfg(str(tmp_path / 'full'), 2))
     full.train()
-    Runner.from_cfg(cfg(str(tmp_path / 'part'), 1)).train()
-    resumed = Runner.from_cfg(cfg(str(tmp_path / 'part'), 2, resume=True))
+    build_runner(cfg(str(tmp_path / 'part'), 1)).train()
+    resumed = build_runner(cfg(str(tmp_path / 'part'), 2, resume=True))
     resumed.train()
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key

@@ -3,9 +3,9 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.runner import Runner
 
-from mmdtm.engine import CheckpointMismatchError, NonFiniteLossHook
+from mmdtm.engine import (CheckpointMismatchError, NonFiniteLossHook,
+                          build_runner)
 from mmdtm.engine.hooks.strict_load_hook import check_state_dict
 
 from ..conftest import make_image_folder, toy_config
@@ -19,7 +19,7 @@ def data(tmp_path_factory):
 
 def runner_with_nan_at(work_dir, data, bad_iters, max_iters, **options):
     """A toy runner whose loss is NaN at the given (1-based) iterations."""
-    runner = Runner.from_cfg(toy_config(
+    runner = build_runner(toy_config(
         work_dir, data, max_iters=max_iters,
         **{'train_dataloader.batch_size': 2,
            'default_hooks.checkpoint.interval': 2, **options}))
@@ -78,10 +78,10 @@ def test_nonfinite_hook_rejects_bad_fields():
 
 def test_load_from_a_checkpoint_of_another_model_fails(tmp_path, data):
     # a "wrong model": a checkpoint of the student alone (no DTM prefixes)
-    runner = Runner.from_cfg(toy_config(str(tmp_path / 'a'), data, 2))
+    runner = build_runner(toy_config(str(tmp_path / 'a'), data, 2))
     wrong = str(tmp_path / 'backbone_only.pth')
     torch.save({'state_dict': runner.model.backbone.state_dict()}, wrong)
-    runner = Runner.from_cfg(toy_config(
+    runner = build_runner(toy_config(
         str(tmp_path / 'b'), data, max_iters=2, load_from=wrong))
     with pytest.raises(CheckpointMismatchError) as err:
         runner.train()
@@ -112,7 +112,7 @@ def test_check_state_dict_lists_shapes_and_allows_patterns():
 ])
 def test_bad_config_fails_when_the_runner_is_built(tmp_path, data, options,
                                                    error, match):
-    """Before any training step: Runner.from_cfg builds the model."""
+    """Before any training step: building the Runner builds the model."""
     with pytest.raises(error, match=match):
-        Runner.from_cfg(toy_config(str(tmp_path), data, 2, **options))
+        build_runner(toy_config(str(tmp_path), data, 2, **options))
     assert not (tmp_path / 'last_checkpoint').exists()

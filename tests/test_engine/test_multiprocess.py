@@ -59,7 +59,7 @@ def train_2proc(cfg, data, work_dir, env, *flags):
         ['bash', osp.join(REPO, 'tools', 'train.sh'), cfg, '2',
          '--work-dir', work_dir, *flags, '--cfg-options', *options],
         env=dict(env, PORT=str(free_port())), capture_output=True,
-        text=True, timeout=300)
+        text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 

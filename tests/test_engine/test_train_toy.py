@@ -4,7 +4,8 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.runner import Runner
+
+from mmdtm.engine import build_runner
 
 from ..conftest import make_image_folder, toy_config
 
@@ -38,7 +39,7 @@ def test_toy_training_runs_and_loss_decreases(tmp_path):
            'optim_wrapper.optimizer.lr': 3e-3,
            'param_scheduler': [],
            'default_hooks.checkpoint.interval': 30})
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     losses = _losses(cfg.work_dir)
     assert len(losses) == 60
@@ -68,11 +69,11 @@ def test_gradient_accumulation_matches_a_full_batch(tmp_path):
         'randomness': dict(seed=7, deterministic=True),
         'default_hooks.checkpoint.interval': 1000,
     }
-    full = Runner.from_cfg(toy_config(
+    full = build_runner(toy_config(
         str(tmp_path / 'full'), data, max_iters=1,
         **{**common, 'train_dataloader.batch_size': 4}))
     full.train()
-    acc = Runner.from_cfg(toy_config(
+    acc = build_runner(toy_config(
         str(tmp_path / 'acc'), data, max_iters=2,
         **{**common, 'train_dataloader.batch_size': 2,
            'optim_wrapper.accumulative_counts': 2}))

@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.runner import Runner
 from mmpretrain.models import BEiT
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from mmdtm.engine import build_runner
 from mmdtm.models import DTMHead, DTMLoss
 from mmdtm.morphing import MorphLevel
 from ..conftest import REPO, TINY_CLIP, make_image_folder
@@ -213,7 +213,7 @@ def test_clip_generator_tokens_attention():
 def test_variant_trains_with_runner(name, tmp_path):
     data = make_image_folder(str(tmp_path / 'data'), num=8, size=72)
     cfg = tiny_cfg(name, str(tmp_path / 'work'), data)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     head, key = dtm_parts(name, runner.model)
     assert isinstance(head, DTMHead)

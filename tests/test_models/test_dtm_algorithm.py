@@ -132,6 +132,6 @@ def test_registry_names_via_custom_imports(tmp_path):
         '"CLIPTargetGenerator", "DTMPretrainViT"):\n'
         '    assert MODELS.get(name) is not None, name\n')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == 'DTM'

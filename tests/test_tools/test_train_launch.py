@@ -38,7 +38,7 @@ def test_train_sh_two_processes_on_cpu(tmp_path):
          'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
          'param_scheduler.1.end=3'],
         cwd=str(tmp_path), env=env, capture_output=True, text=True,
-        timeout=300)
+        timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == [
@@ -159,7 +159,7 @@ def test_slurm_train_sh_through_a_stand_in_srun(tmp_path):
          f'train_dataloader.dataset.data_root={data}',
          'train_dataloader.batch_size=2', 'train_cfg.max_iters=2',
          'default_hooks.checkpoint.interval=2'],
-        env=env, capture_output=True, text=True, timeout=300)
+        env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     srun = (tmp_path / 'srun.log').read_text()

@@ -10,9 +10,9 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from mmengine.runner import Runner
 from PIL import Image
 
+from mmdtm.engine import build_runner
 from mmdtm.utils import CheckpointKeyError
 from mmdtm.utils.convert_cli import dtm_to_downstream_main
 from mmdtm.utils.transfer import resize_rel_pos_table
@@ -78,7 +78,7 @@ def _pretrain(tmp_path) -> str:
                      **{'train_dataloader.batch_size': 2,
                         'model.backbone.arch.num_layers': 4,
                         'default_hooks.checkpoint.interval': 2})
-    Runner.from_cfg(cfg).train()
+    build_runner(cfg).train()
     return osp.join(cfg.work_dir, 'iter_2.pth')
 
 
@@ -192,7 +192,7 @@ def test_pretrain_convert_finetune_segment(tmp_path):
     bad.work_dir = str(tmp_path / 'bad')
     bad.model.backbone.init_cfg.prefix = 'model.backbone.'
     with pytest.raises(CheckpointKeyError, match='no key starts with'):
-        _build_and_init(Runner.from_cfg(bad))
+        _build_and_init(build_runner(bad))
     DefaultScope._instance_dict.clear()
     state = torch.load(cls_ckpt)
     del state['state_dict']['backbone.layers.0.attn.proj.weight']
@@ -200,11 +200,11 @@ def test_pretrain_convert_finetune_segment(tmp_path):
     bad.model.backbone.init_cfg.update(
         prefix='backbone.', checkpoint=str(tmp_path / 'missing.pth'))
     with pytest.raises(CheckpointKeyError) as err:
-        _build_and_init(Runner.from_cfg(bad))
+        _build_and_init(build_runner(bad))
     assert err.value.missing == ['layers.0.attn.proj.weight']
     DefaultScope._instance_dict.clear()
 
-    runner = Runner.from_cfg(cls_cfg)
+    runner = build_runner(cls_cfg)
     assert _assert_equals_pretrained(_build_and_init(runner), pre_state) > 60
     runner.train()
     metrics = runner.val_loop.run()
@@ -219,7 +219,7 @@ def test_pretrain_convert_finetune_segment(tmp_path):
                                    str(tmp_path / 'seg'))
     seg_ckpt = _convert(pre_ckpt, seg_cfg, tmp_path, 'seg')
     seg_cfg.model.backbone.init_cfg.checkpoint = seg_ckpt
-    runner = Runner.from_cfg(seg_cfg)
+    runner = build_runner(seg_cfg)
     assert _assert_equals_pretrained(_build_and_init(runner), pre_state) > 60
     runner.train()
     metrics = runner.val_loop.run()

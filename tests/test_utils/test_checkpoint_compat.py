@@ -6,7 +6,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from mmengine.runner import Runner
+
+from mmdtm.engine import build_runner
 
 from ..conftest import make_image_folder, toy_config
 
@@ -16,7 +17,7 @@ def test_runner_checkpoint_loads_and_resumes(tmp_path):
     work = str(tmp_path / 'work')
     opts = {'train_dataloader.batch_size': 2,
             'default_hooks.checkpoint.interval': 2}
-    Runner.from_cfg(toy_config(work, data, max_iters=2, **opts)).train()
+    build_runner(toy_config(work, data, max_iters=2, **opts)).train()
     ckpt_path = osp.join(work, 'iter_2.pth')
     # plain torch.load with the torch >= 2.6 default (weights_only=True)
     ckpt = torch.load(ckpt_path, map_location='cpu')
@@ -26,7 +27,7 @@ def test_runner_checkpoint_loads_and_resumes(tmp_path):
 
     cfg = toy_config(work, data, max_iters=4, **opts)
     cfg.resume, cfg.load_from = True, ckpt_path
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     assert runner.iter == 4
     assert osp.exists(osp.join(work, 'iter_4.pth'))

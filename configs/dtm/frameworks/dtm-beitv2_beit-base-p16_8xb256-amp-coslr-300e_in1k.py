@@ -15,6 +15,7 @@ _base_ = [
     'mmpretrain::beitv2/beitv2_beit-base-p16_8xb256-amp-coslr-300e_in1k.py'
 ]
 custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
+runner_type = 'IsolatedRunner'  # per-run names (mmdtm.engine.runner)
 # MMEngine tags the dicts of a base from another package with `_scope_`;
 # the Runner passes that key on to `default_collate`, which rejects it.
 # Restating the collate function untagged is the only data change.

@@ -17,6 +17,7 @@ _base_ = [
     'mmpretrain::eva/eva-mae-style_vit-base-p16_16xb256-coslr-400e_in1k.py'
 ]
 custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
+runner_type = 'IsolatedRunner'  # per-run names (mmdtm.engine.runner)
 # MMEngine tags the dicts of a base from another package with `_scope_`;
 # the Runner passes that key on to `default_collate`, which rejects it.
 # Restating the collate function untagged is the only data change.
