@@ -1,5 +1,5 @@
 # DTM: BEiT-style ViT-B/16 student, frozen CLIP ViT-B/16 teacher
-# (dtm-method.md items 1-9). Reference defaults throughout.
+# (docs/method.md items 1-9). Reference defaults throughout.
 model = dict(
     type='DTM',
     data_preprocessor=dict(

@@ -1,4 +1,4 @@
-# DTM optimisation (dtm-method.md item 10): AdamW, lr 1.5e-3 for a total
+# DTM optimisation (docs/method.md item 10): AdamW, lr 1.5e-3 for a total
 # batch of 2048 (the reference scales it by sqrt(total_batch / 2048)),
 # betas (0.9, 0.98), weight decay 0.05, gradient clip 3.0, 10 warm-up epochs,
 # cosine to 1e-5. AMP through AmpOptimWrapper.

@@ -1,4 +1,4 @@
-# ImageNet-1K fine-tuning of a DTM ViT-B/16 (dtm-method.md item 11):
+# ImageNet-1K fine-tuning of a DTM ViT-B/16 (docs/method.md item 11):
 # 100 epochs, batch 8 x 128 = 1024, AdamW lr 5e-4, layer decay 0.65 through
 # MMPretrain's LearningRateDecayOptimWrapperConstructor, drop path 0.1,
 # mixup 0.8, cutmix 1.0, label smoothing 0.1, RandAugment (m9, mstd 0.5,

@@ -61,7 +61,7 @@ def _shared_seed() -> int:
 
 @MODELS.register_module()
 class DTMLoss(nn.Module):
-    """Dynamic Token Morphing loss (dtm-method.md, items 4 to 9).
+    """Dynamic Token Morphing loss (docs/method.md, items 4 to 9).
 
     Each call draws a schedule (one (m_l, k_l) per level), partitions the
     tokens by matching the *teacher* targets, replaces every token on both
