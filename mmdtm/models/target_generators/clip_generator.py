@@ -20,10 +20,14 @@ OUTPUT_FORMATS = ('patch_tokens', 'tokens_attention')
 _looks_like_path = looks_like_path  # the name used before the split
 
 HOW_TO_GET = ('Get the weights on a machine that is online, e.g. '
-              "`open_clip.create_model('{model}', pretrained='openai', "
-              "cache_dir='DIR')`, copy the downloaded file (DIR/.../"
-              "open_clip_pytorch_model.bin or open_clip_model.safetensors) "
-              "here and set `pretrained='/path/to/that/file'`.")
+              "`open_clip.create_model('ViT-B-16-quickgelu', "
+              "pretrained='openai', cache_dir='DIR')`, copy the downloaded "
+              "file (DIR/.../open_clip_pytorch_model.bin or "
+              "open_clip_model.safetensors) here and set "
+              "`pretrained='/path/to/that/file'` (model_name={model!r} now). "
+              "OpenAI's CLIP weights were trained with QuickGELU: use them "
+              "with a '-quickgelu' model name (e.g. 'ViT-B-16-quickgelu'); a "
+              "weights file does not record the activation.")
 
 
 def _load_visual_weights(model: nn.Module, path: str, model_name: str) -> None:
