@@ -292,6 +292,10 @@ def test_open_clip_tag_guard_fires_before_download(no_downloads, name, kw,
 
 
 def test_open_clip_tag_that_agrees_goes_on_to_download(no_downloads):
+    # the defaults: OpenAI's weights on the QuickGELU model, the student's
+    # ImageNet-normalised view (the reference's recipe)
+    with pytest.raises(RuntimeError, match='DOWNLOAD ATTEMPTED'):
+        CLIPTargetGenerator()
     with pytest.raises(RuntimeError, match='DOWNLOAD ATTEMPTED'):
         CLIPTargetGenerator('ViT-B-16-quickgelu', pretrained='openai',
                             input_norm='clip')

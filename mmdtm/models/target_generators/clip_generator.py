@@ -169,7 +169,7 @@ class CLIPTargetGenerator(FrozenTeacher):
     with the tag's configuration raises, naming both settings.
 
     Examples:
-        >>> gen = CLIPTargetGenerator('ViT-B-16', pretrained=None)
+        >>> gen = CLIPTargetGenerator('ViT-B-16-quickgelu', pretrained=None)
         >>> gen(torch.randn(2, 3, 224, 224)).shape
         torch.Size([2, 196, 512])
         >>> gen = CLIPTargetGenerator('ViT-B-16-SigLIP2', pretrained=None)
@@ -178,7 +178,7 @@ class CLIPTargetGenerator(FrozenTeacher):
     """
 
     def __init__(self,
-                 model_name: str = 'ViT-B-16',
+                 model_name: str = 'ViT-B-16-quickgelu',
                  pretrained: Optional[str] = 'openai',
                  cache_dir: Optional[str] = None,
                  model_cfg: Optional[dict] = None,
