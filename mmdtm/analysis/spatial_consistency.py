@@ -127,7 +127,7 @@ def run_probe(teacher: torch.nn.Module,
     if len(class_names) != text.shape[0]:
         raise ValueError(f'{len(class_names)} class names but '
                          f'{text.shape[0]} text embeddings')
-    size = teacher.teacher.image_size
+    size = teacher.input_size  # (H, W) the teacher runs at
     size = size[0] if isinstance(size, (tuple, list)) else size
     gen = torch.Generator().manual_seed(seed)
     bar = None

@@ -196,8 +196,8 @@ def morphing_grid(teacher: torch.nn.Module,
     """Partition each image with ``teacher`` for every schedule and draw it.
 
     Args:
-        teacher: a :class:`CLIPTargetGenerator` (its ``teacher.image_size``
-            and ``num_patches`` give the input size and the patch grid).
+        teacher: a frozen target generator (its ``input_size`` and
+            ``num_patches`` give the input size and the patch grid).
         image_paths: image files.
         schedules: default :func:`default_schedules` for the patch count.
         out_file: write the PNG here when given.
@@ -213,7 +213,7 @@ def morphing_grid(teacher: torch.nn.Module,
     grid = math.isqrt(n)
     if grid * grid != n:
         raise ValueError(f'the teacher has {n} patches, not a square grid')
-    size = teacher.teacher.image_size
+    size = getattr(teacher, 'input_size', None) or teacher.teacher.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     schedules = list(schedules or default_schedules(n))
     images, groups = [], []

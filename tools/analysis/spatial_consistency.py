@@ -114,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         args.model_name, pretrained=pretrained, cache_dir=args.cache_dir,
         model_cfg=kwargs, projected=True, input_norm=args.input_norm,
         autocast_dtype='fp32').to(args.device)
-    if teacher.teacher.proj is None or teacher.out_dim != text.shape[1]:
+    if not teacher.in_joint_space or teacher.out_dim != text.shape[1]:
         raise ValueError(
             f'{args.model_name!r}: the image tower has no projection into '
             f'the {text.shape[1]}-d joint space, so its tokens cannot be '
