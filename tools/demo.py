@@ -127,8 +127,10 @@ def _run(args: argparse.Namespace, start: float) -> Dict[str, str]:
     """Train with the Runner, then plot the loss and draw the morphing."""
     import torch
 
+    from mmpretrain.utils import get_ori_model
+
     from mmdtm.engine import build_runner
-    from mmdtm.utils.morph_vis import morphing_grid
+    from mmdtm.visualization.morph_vis import morphing_grid
     cfg = demo_config(args)
     device = 'GPU' if torch.cuda.is_available() else 'CPU'
     random_teacher = cfg.model.target_generator.get('pretrained') is None
@@ -152,8 +154,7 @@ def _run(args: argparse.Namespace, start: float) -> Dict[str, str]:
     plot_losses(losses, loss_png,
                 f'DTM demo: {len(losses)} logged iterations' +
                 (', random teacher' if random_teacher else ''))
-    model = runner.model.module if hasattr(runner.model, 'module') \
-        else runner.model
+    model = get_ori_model(runner.model)
     loss_cfg = cfg.model.head.loss
     prep = cfg.model.data_preprocessor
     images = [osp.join(args.images, name) for name in MORPH_IMAGES

@@ -19,7 +19,7 @@ if REPO not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from mmdtm.engine import build_runner  # noqa: E402
-from mmdtm.utils.launch import LAUNCHERS, cpu_distributed_fallback  # noqa
+from mmdtm.engine.launch import LAUNCHERS, cpu_distributed_fallback  # noqa
 
 TEST_KEYS = ('test_dataloader', 'test_evaluator', 'test_cfg')
 

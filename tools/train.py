@@ -22,9 +22,9 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmdtm.engine import build_runner  # noqa: E402
-from mmdtm.utils.launch import (LAUNCHERS, cpu_distributed_fallback,  # noqa
+from mmdtm.engine.launch import (LAUNCHERS, cpu_distributed_fallback,  # noqa
                                 prepare_restart)
-from mmdtm.utils.lost_ranks import report_lost_ranks  # noqa: E402
+from mmdtm.engine.lost_ranks import report_lost_ranks  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

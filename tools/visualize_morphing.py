@@ -58,7 +58,7 @@ def main(argv: Optional[List[str]] = None):
     for path in [args.config] + args.images:
         if not osp.isfile(path):
             raise FileNotFoundError(f'no such file: {path}')
-    from mmdtm.utils.morph_vis import morphing_grid, parse_schedule
+    from mmdtm.visualization.morph_vis import morphing_grid, parse_schedule
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

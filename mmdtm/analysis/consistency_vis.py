@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mmdtm.utils.morph_vis import BACKGROUND, BORDER, HEADER, PAD
+from mmdtm.visualization.morph_vis import BACKGROUND, BORDER, HEADER, PAD
 
 CORRECT = (0, 200, 0)
 WRONG = (230, 0, 0)

@@ -26,8 +26,9 @@ from PIL import Image
 from torch import Tensor
 
 from mmdtm.morphing import bipartite_partition, group_mean, num_groups
-from mmdtm.utils.morph_vis import (IMAGENET_MEAN, IMAGENET_STD, Schedule,
-                                   load_image, teacher_tokens)
+from mmdtm.visualization.morph_vis import (IMAGENET_MEAN, IMAGENET_STD,
+                                           Schedule, load_image,
+                                           teacher_tokens)
 from .consistency import majority_vote, neighbour_agreement, token_accuracy
 from .consistency_vis import compose_probe_grid
 from .probe_data import Sample

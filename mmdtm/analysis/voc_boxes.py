@@ -8,7 +8,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from mmdtm.utils.morph_vis import crop_geometry
+from mmdtm.visualization.morph_vis import crop_geometry
 
 Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
@@ -99,7 +99,7 @@ def check_belongs(ann: VOCBoxes, image_path: str,
 def boxes_in_crop(boxes: Sequence[Box], image_size: Tuple[int, int],
                   size: int) -> List[Box]:
     """The boxes in the pixel frame of the ``size`` x ``size`` centre crop
-    that :func:`mmdtm.utils.morph_vis.load_image` takes (clipped to it;
+    that :func:`mmdtm.visualization.morph_vis.load_image` takes (clipped to it;
     boxes wholly outside are dropped)."""
     width, height = image_size
     w, h, left, top = crop_geometry(width, height, size)

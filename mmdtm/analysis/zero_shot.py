@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmdtm.models.target_generators.clip_generator import (
-    HOW_TO_GET, _looks_like_path)
+from mmdtm.models.target_generators.clip_generator import create_open_clip
+from mmdtm.models.target_generators.frozen_teacher import looks_like_path
 
 # CLIP's single default prompt; ``OPENAI_TEMPLATES`` selects open_clip's
 # 80-template ImageNet ensemble instead.
@@ -69,22 +69,11 @@ def load_text_model(model_name: str,
     if model_name not in open_clip.list_models():
         raise ValueError(f'model_name={model_name!r} is not an open_clip '
                          f'model; see open_clip.list_models()')
-    if pretrained is None or _looks_like_path(pretrained):
-        model = open_clip.create_model(model_name, pretrained=None, **kwargs)
-    else:
-        try:
-            model = open_clip.create_model(
-                model_name, pretrained=pretrained, cache_dir=cache_dir,
-                require_pretrained=True, **kwargs)
-        except Exception as err:
-            raise RuntimeError(
-                f'could not obtain CLIP weights pretrained={pretrained!r} for '
-                f'{model_name!r} ({type(err).__name__}: {err}). Offline? ' +
-                HOW_TO_GET.format(model=model_name)) from err
+    model = create_open_clip(model_name, pretrained, cache_dir, **kwargs)
     if not callable(getattr(model, 'encode_text', None)):
         raise NoTextTowerError(f'open_clip model {model_name!r} has no text '
                                f'tower (no encode_text)')
-    if pretrained is not None and _looks_like_path(pretrained):
+    if pretrained is not None and looks_like_path(pretrained):
         _load_text_weights(model, pretrained)
     model.visual = None  # the image side is the DTM teacher
     return model.eval().requires_grad_(False)

@@ -2,7 +2,7 @@
 from typing import Iterator, Tuple
 
 from mmengine.dataset import DefaultSampler
-from mmpretrain.registry import DATA_SAMPLERS
+from mmdtm.registry import DATA_SAMPLERS
 
 
 class SeededIndex(int):

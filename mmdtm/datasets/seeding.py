@@ -4,7 +4,7 @@ import random
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
-from mmpretrain.registry import TRANSFORMS
+from mmdtm.registry import TRANSFORMS
 
 
 def sample_seed(seed_key) -> int:

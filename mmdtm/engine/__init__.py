@@ -1,10 +1,7 @@
 """Training machinery: the runner, optimizer constructors, exact-resume
 loops, crash-safe checkpoints and guards against bad input."""
-from .checkpoint_files import (NoValidCheckpointError, checkpoint_problem,
-                               newest_valid_checkpoint, resume_candidates)
-from .hooks import (CheckpointMismatchError, CheckpointSaveError,
-                    NonFiniteLossHook, SafeCheckpointHook, StrictLoadHook,
-                    check_state_dict)
+from .hooks import (CheckpointSaveError, NonFiniteLossHook,
+                    SafeCheckpointHook, StrictLoadHook, check_state_dict)
 from .layer_decay import BackboneLayerDecayOptimWrapperConstructor
 from .loops import ResumableIterBasedTrainLoop
 from .rng import get_rng_state, set_rng_state
@@ -12,9 +9,7 @@ from .runner import IsolatedRunner, build_runner
 
 __all__ = [
     'SafeCheckpointHook', 'BackboneLayerDecayOptimWrapperConstructor',
-    'CheckpointMismatchError', 'NonFiniteLossHook', 'StrictLoadHook',
-    'check_state_dict', 'ResumableIterBasedTrainLoop', 'get_rng_state',
-    'set_rng_state', 'IsolatedRunner', 'build_runner', 'CheckpointSaveError',
-    'NoValidCheckpointError', 'checkpoint_problem', 'newest_valid_checkpoint',
-    'resume_candidates'
+    'NonFiniteLossHook', 'StrictLoadHook', 'check_state_dict',
+    'ResumableIterBasedTrainLoop', 'get_rng_state', 'set_rng_state',
+    'IsolatedRunner', 'build_runner', 'CheckpointSaveError'
 ]

@@ -14,7 +14,7 @@ it.
 import re
 from typing import Callable, List, Tuple
 
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmdtm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmpretrain.engine.optimizers import \
     LearningRateDecayOptimWrapperConstructor
 from torch import nn

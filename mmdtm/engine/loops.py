@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
-from mmpretrain.registry import LOOPS
+from mmdtm.registry import LOOPS
 from torch.utils.data import DataLoader
 
 

@@ -5,6 +5,7 @@ from .heads import DTMHead
 from .losses import DTMLoss
 from .necks import DTMNeck
 from .target_generators import CLIPTargetGenerator, TimmTargetGenerator
+from .weight_init import ScaleInit
 
 __all__ = ['DTM', 'BEiTV2DTM', 'DTMPretrainViT', 'DTMHead', 'DTMLoss', 'DTMNeck', 'CLIPTargetGenerator',
-           'TimmTargetGenerator']
+           'TimmTargetGenerator', 'ScaleInit']

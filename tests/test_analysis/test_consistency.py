@@ -13,7 +13,7 @@ from mmdtm.analysis import (format_table, majority_vote, neighbour_agreement,
 from mmdtm.analysis.consistency_vis import (ALPHA, BOX_COLOUR, CORRECT,
                                             WRONG, compose_probe_grid,
                                             probe_grid_size)
-from mmdtm.utils.morph_vis import BORDER
+from mmdtm.visualization.morph_vis import BORDER
 from mmdtm.analysis.probe_data import read_class_names, read_samples
 from mmdtm.analysis.voc_boxes import (BoxFileError, boxes_in_crop,
                                       check_belongs, read_voc_xml, token_mask)

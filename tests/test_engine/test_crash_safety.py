@@ -18,9 +18,9 @@ import pytest
 import torch
 from mmengine.fileio import LocalBackend
 
-from mmdtm.engine import (CheckpointSaveError, NoValidCheckpointError,
-                          SafeCheckpointHook, build_runner, checkpoint_problem,
-                          newest_valid_checkpoint, resume_candidates)
+from mmdtm.checkpoint import (NoValidCheckpointError, checkpoint_problem,
+                              newest_valid_checkpoint, resume_candidates)
+from mmdtm.engine import CheckpointSaveError, SafeCheckpointHook, build_runner
 
 from ..conftest import REPO, TOY_CFG, make_image_folder, toy_config
 

@@ -4,8 +4,8 @@ import os.path as osp
 import pytest
 import torch
 
-from mmdtm.engine import (CheckpointMismatchError, NonFiniteLossHook,
-                          build_runner)
+from mmdtm.checkpoint import CheckpointMismatchError
+from mmdtm.engine import NonFiniteLossHook, build_runner
 from mmdtm.engine.hooks.strict_load_hook import check_state_dict
 
 from ..conftest import make_image_folder, toy_config

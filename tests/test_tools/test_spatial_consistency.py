@@ -17,7 +17,7 @@ from mmdtm.analysis.consistency_vis import (ALPHA, BOX_COLOUR, CORRECT,
                                             WRONG, probe_grid_size)
 from mmdtm.analysis.voc_boxes import BoxFileError
 from mmdtm.analysis.zero_shot import NoTextTowerError
-from mmdtm.utils.morph_vis import load_image, teacher_tokens
+from mmdtm.visualization.morph_vis import load_image, teacher_tokens
 
 from ..conftest import REPO
 

@@ -105,7 +105,7 @@ def test_missing_config_is_named(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
 def test_cpu_fallback_from_slurm_variables(monkeypatch):
     """A Slurm task on a CPU node: gloo, env from SLURM_*, no device_ids."""
-    from mmdtm.utils.launch import cpu_distributed_fallback
+    from mmdtm.engine.launch import cpu_distributed_fallback
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         monkeypatch.setenv(key, '5')  # stale values: SLURM_* must win
     monkeypatch.setenv('SLURM_PROCID', '0')
@@ -188,7 +188,7 @@ def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,
                                                          monkeypatch):
     """A worker restarted by torchrun resumes from the work dir when it
     holds a checkpoint; otherwise the run starts as it was launched."""
-    from mmdtm.utils.launch import prepare_restart
+    from mmdtm.engine.launch import prepare_restart
     cfg = train.merge_args(Config.fromfile(TOY_CFG), _args(
         '--work-dir', str(tmp_path), '--resume', 'given/iter_2.pth'))
     monkeypatch.delenv('TORCHELASTIC_RESTART_COUNT', raising=False)

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmdtm.morphing import bipartite_partition
-from mmdtm.utils.morph_vis import (BORDER, Schedule, default_schedules,
+from mmdtm.visualization.morph_vis import (BORDER, Schedule, default_schedules,
                                    grid_size, load_image, palette,
                                    parse_schedule, teacher_tokens)
 

@@ -13,9 +13,8 @@ from mmengine.registry import DefaultScope
 from PIL import Image
 
 from mmdtm.engine import build_runner
-from mmdtm.utils import CheckpointKeyError
-from mmdtm.utils.convert_cli import dtm_to_downstream_main
-from mmdtm.utils.transfer import resize_rel_pos_table
+from mmdtm.checkpoint import CheckpointMismatchError, resize_rel_pos_table
+from mmdtm.checkpoint.cli import dtm_to_downstream_main
 
 from ..conftest import REPO, make_image_folder, toy_config
 from .conftest import TINY_ARCH
@@ -191,7 +190,7 @@ def test_pretrain_convert_finetune_segment(tmp_path):
     bad = copy.deepcopy(cls_cfg)
     bad.work_dir = str(tmp_path / 'bad')
     bad.model.backbone.init_cfg.prefix = 'model.backbone.'
-    with pytest.raises(CheckpointKeyError, match='no key starts with'):
+    with pytest.raises(CheckpointMismatchError, match='no key starts with'):
         _build_and_init(build_runner(bad))
     DefaultScope._instance_dict.clear()
     state = torch.load(cls_ckpt)
@@ -199,7 +198,7 @@ def test_pretrain_convert_finetune_segment(tmp_path):
     torch.save(state, str(tmp_path / 'missing.pth'))
     bad.model.backbone.init_cfg.update(
         prefix='backbone.', checkpoint=str(tmp_path / 'missing.pth'))
-    with pytest.raises(CheckpointKeyError) as err:
+    with pytest.raises(CheckpointMismatchError) as err:
         _build_and_init(build_runner(bad))
     assert err.value.missing == ['layers.0.attn.proj.weight']
     DefaultScope._instance_dict.clear()

@@ -9,9 +9,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmdtm.utils.checked_loading import compare_state_dict
-from mmdtm.utils.convert_cli import _checked_init_cfg, build_backbone
-from mmdtm.utils.transfer import dtm_to_backbone
+from mmdtm.checkpoint import compare_state_dict, dtm_to_backbone
+from mmdtm.checkpoint.cli import _checked_init_cfg, build_module
 
 from ..conftest import REPO
 
@@ -58,7 +57,7 @@ def test_full_size_vit_b_converts_for_finetuning_and_ade20k():
 
 
 def _check_full_size_vit_b():
-    student = build_backbone(_load(PRETRAIN).model.backbone)
+    student = build_module(_load(PRETRAIN).model.backbone)
     state = {f'backbone.{k}': v for k, v in student.state_dict().items()}
     del student
     names = ('vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py',
@@ -67,11 +66,12 @@ def _check_full_size_vit_b():
     for name in names:
         path = [p for p in CONFIGS if p.endswith(name)][0]
         bb_cfg = _load(path).model.backbone
-        model = build_backbone(bb_cfg)
+        model = build_module(bb_cfg)
         out = dtm_to_backbone(state, keep_final_norm=model.final_norm,
                               window=model.patch_resolution)
         init = _checked_init_cfg(bb_cfg)
-        report = compare_state_dict(model, out, init.get('new_keys', ()))
+        report = compare_state_dict(model.state_dict(), out,
+                                    init.get('new_keys', ()))
         assert report.ok, report.summary(name)
         # cls token, patch embedding (2), 12 blocks of 16 tensors, and the
         # final norm (2) where the config uses it (linear probing)

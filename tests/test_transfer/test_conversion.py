@@ -4,9 +4,9 @@ import argparse
 import pytest
 import torch
 
-from mmdtm.utils.transfer import (ConversionError, dtm_to_backbone,
-                                  reference_to_mmdtm, resize_rel_pos_table,
-                                  window_of_table)
+from mmdtm.checkpoint import (CheckpointMismatchError, dtm_to_backbone,
+                              reference_to_mmdtm, resize_rel_pos_table,
+                              window_of_table)
 
 from .conftest import pretrain_state, tiny_downstream
 
@@ -39,11 +39,11 @@ def test_fine_tuning_drops_final_norm_and_linear_probing_keeps_it(student):
 
 
 def test_conversion_refuses_foreign_checkpoints(student):
-    with pytest.raises(ConversionError, match='no key starts with'):
+    with pytest.raises(CheckpointMismatchError, match='no key starts with'):
         dtm_to_backbone({'encoder.cls_token': torch.zeros(1)})
     state = pretrain_state(student)
     state['decoder.weight'] = torch.zeros(1)
-    with pytest.raises(ConversionError, match=r'decoder\.weight'):
+    with pytest.raises(CheckpointMismatchError, match=r'decoder\.weight'):
         dtm_to_backbone(state)
 
 
@@ -61,7 +61,7 @@ def test_resize_rel_pos_table():
     centre = table[:-3].reshape(7, 7, 2)[3, 3]
     torch.testing.assert_close(big[:-3].reshape(11, 11, 2)[5, 5], centre,
                                rtol=0.2, atol=0.2)
-    with pytest.raises(ConversionError, match='not'):
+    with pytest.raises(CheckpointMismatchError, match='not'):
         window_of_table(50)
 
 
@@ -107,7 +107,7 @@ def test_reference_conversion_lists_missing_and_unmapped_keys(student):
     ref = _reference_from(student, torch.randn(32, 64), torch.randn(32))
     del ref['blocks.1.mlp.fc2.weight'], ref['norm.bias']
     ref['blocks.0.attn.k_bias'] = torch.zeros(64)
-    with pytest.raises(ConversionError) as err:
+    with pytest.raises(CheckpointMismatchError) as err:
         reference_to_mmdtm(ref)
     msg = str(err.value)
     for key in ('blocks.1.mlp.fc2.weight', 'norm.bias',
@@ -117,7 +117,7 @@ def test_reference_conversion_lists_missing_and_unmapped_keys(student):
 
 def test_reference_cli_checks_against_a_pretraining_config(student, tmp_path,
                                                            capsys):
-    from mmdtm.utils.convert_cli import (dtm_to_downstream_main,
+    from mmdtm.checkpoint.cli import (dtm_to_downstream_main,
                                          reference_to_mmdtm_main)
     from ..conftest import TOY_CFG
     from .test_checked_loading import _downstream_config
@@ -137,7 +137,7 @@ def test_reference_cli_checks_against_a_pretraining_config(student, tmp_path,
     torch.save({'model': ref}, src)
     assert reference_to_mmdtm_main(
         [src, str(tmp_path / 'x.pth'), '--config', TOY_CFG]) == 1
-    assert 'neck.proj.weight (16, 64) vs model (32, 64)' in \
+    assert 'neck.proj.weight: checkpoint (16, 64) vs model (32, 64)' in \
         capsys.readouterr().out
     # other pickled objects are refused unless the user trusts the file
     ref['lm_head.weight'] = torch.randn(32, 64)

@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                           load_text_model, prompt_templates,
                                           text_embeddings)
     from mmdtm.models.target_generators import CLIPTargetGenerator
-    from mmdtm.utils.morph_vis import default_schedules, parse_schedule
+    from mmdtm.visualization.morph_vis import default_schedules, parse_schedule
 
     pretrained = None if args.pretrained.lower() == 'none' \
         else args.pretrained

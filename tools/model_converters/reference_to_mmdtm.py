@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """See ``python tools/model_converters/reference_to_mmdtm.py --help``; the logic is in
-``mmdtm.utils.convert_cli``."""
+``mmdtm.checkpoint.cli``."""
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmdtm.utils.convert_cli import reference_to_mmdtm_main  # noqa: E402
+from mmdtm.checkpoint.cli import reference_to_mmdtm_main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(reference_to_mmdtm_main())

@@ -11,9 +11,9 @@ from mmengine.dist import (all_gather_object, broadcast_object_list, get_rank,
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
-from mmpretrain.registry import HOOKS
+from mmdtm.registry import HOOKS
 
-from ..checkpoint_files import (NoValidCheckpointError, checkpoint_problem,
+from mmdtm.checkpoint import (NoValidCheckpointError, checkpoint_problem,
                                 newest_valid_checkpoint, resume_candidates)
 from ..rng import get_rng_state, set_rng_state
 
@@ -99,7 +99,7 @@ class SafeCheckpointHook(CheckpointHook):
     **Resume checks the checkpoint.** With ``resume=True`` and no
     ``load_from`` (``--resume auto``, an elastic restart), the checkpoint
     ``last_checkpoint`` names and, if it is truncated or corrupt (see
-    :func:`~mmdtm.engine.checkpoint_files.checkpoint_problem`), the next
+    :func:`~mmdtm.checkpoint.integrity.checkpoint_problem`), the next
     older ones are checked before anything is loaded; the newest sound one
     is resumed from and each rejected file is reported. If checkpoints
     exist but none is sound, :class:`NoValidCheckpointError` is raised

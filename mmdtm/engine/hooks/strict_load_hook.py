@@ -1,70 +1,30 @@
 """Refuse a ``load_from`` / resume checkpoint that does not fit the model."""
 import re
-from typing import Dict, List, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.runner.checkpoint import find_latest_checkpoint
-from mmpretrain.registry import HOOKS
+from mmpretrain.utils import get_ori_model
 
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint's keys or shapes do not match the model's."""
-
-
-def _fmt(keys: Sequence[str], limit: int = 30) -> str:
-    keys = sorted(keys)
-    more = f' ... (+{len(keys) - limit} more)' if len(keys) > limit else ''
-    return '[' + ', '.join(keys[:limit]) + more + ']'
-
-
-def state_dict_mismatch(model_state: Mapping, ckpt_state: Mapping,
-                        allow_missing: Sequence[str] = (),
-                        allow_unexpected: Sequence[str] = ()
-                        ) -> Dict[str, List[str]]:
-    """Missing, unexpected and shape-mismatched keys, minus the allowed ones.
-
-    Args:
-        model_state: the model's ``state_dict()``.
-        ckpt_state: the checkpoint's state dict.
-        allow_missing / allow_unexpected: regular expressions
-            (``re.search``) of keys that may be missing / unexpected.
-    """
-    def allowed(key: str, patterns: Sequence[str]) -> bool:
-        return any(re.search(p, key) for p in patterns)
-
-    missing = [k for k in model_state if k not in ckpt_state
-               and not allowed(k, allow_missing)]
-    unexpected = [k for k in ckpt_state if k not in model_state
-                  and not allowed(k, allow_unexpected)]
-    shapes = [f'{k}: checkpoint {tuple(ckpt_state[k].shape)} vs model '
-              f'{tuple(model_state[k].shape)}' for k in model_state
-              if k in ckpt_state and hasattr(ckpt_state[k], 'shape')
-              and hasattr(model_state[k], 'shape')
-              and ckpt_state[k].shape != model_state[k].shape]
-    return dict(missing=missing, unexpected=unexpected, shapes=shapes)
+from mmdtm.checkpoint import compare_state_dict, state_dict_of
+from mmdtm.registry import HOOKS
 
 
 def check_state_dict(model_state: Mapping, ckpt_state: Mapping, source: str,
-                     target: str = 'the model', **allow) -> None:
-    """Raise :class:`CheckpointMismatchError` listing every missing,
-    unexpected and shape-mismatched key (see :func:`state_dict_mismatch`)."""
-    bad = state_dict_mismatch(model_state, ckpt_state, **allow)
-    if not any(bad.values()):
-        return
-    parts = []
-    if bad['missing']:
-        parts.append(f'missing keys (in {target}, not in the checkpoint): '
-                     f'{_fmt(bad["missing"])}')
-    if bad['unexpected']:
-        parts.append(f'unexpected keys (in the checkpoint, not in '
-                     f'{target}): {_fmt(bad["unexpected"])}')
-    if bad['shapes']:
-        parts.append(f'shape mismatches: {_fmt(bad["shapes"])}')
-    raise CheckpointMismatchError(
-        f'{source} does not fit {target}: ' + '; '.join(parts) +
-        '. Is it a checkpoint of this model? (StrictLoadHook allow_missing '
-        '/ allow_unexpected accept key patterns on purpose.)')
+                     target: str = 'the model',
+                     allow_missing: Sequence[str] = (),
+                     allow_unexpected: Sequence[str] = ()) -> None:
+    """Raise :class:`~mmdtm.checkpoint.CheckpointMismatchError` listing
+    every missing, unexpected and shape-mismatched key (see
+    :func:`~mmdtm.checkpoint.compare_state_dict` for the patterns)."""
+    report = compare_state_dict(model_state, ckpt_state, allow_missing,
+                                allow_unexpected)
+    if not report.ok:
+        raise report.error(
+            f'{source} does not fit {target}:\n'
+            f'{report.summary(f"{source} -> {target}")}\nIs it a checkpoint '
+            f'of this model? (StrictLoadHook allow_missing / '
+            f'allow_unexpected accept key patterns on purpose.)')
 
 
 @HOOKS.register_module()
@@ -76,11 +36,11 @@ class StrictLoadHook(Hook):
     when ``load_from`` points at the wrong model. This hook checks the keys
     and shapes of the checkpoint (after removing a ``module.`` prefix, as
     the Runner does) before they are loaded and raises
-    :class:`CheckpointMismatchError` with the lists.
+    :class:`~mmdtm.checkpoint.CheckpointMismatchError` with the lists.
 
     Args:
-        allow_missing: key patterns (regular expressions) that may be absent
-            from the checkpoint.
+        allow_missing: key patterns (regular expressions matched at the
+            start of the key) that may be absent from the checkpoint.
         allow_unexpected: key patterns that the model may lack.
     """
 
@@ -99,11 +59,11 @@ class StrictLoadHook(Hook):
         return f'checkpoint {path}' if path else 'the checkpoint'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        state = checkpoint.get('state_dict', checkpoint)
+        model = get_ori_model(runner.model)
+        source = self._source(runner)
+        state = state_dict_of(checkpoint, source)
         state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
-        check_state_dict(model.state_dict(), state, self._source(runner),
-                         f'{type(model).__name__}',
+        check_state_dict(model.state_dict(), state, source,
+                         type(model).__name__,
                          allow_missing=self.allow_missing,
                          allow_unexpected=self.allow_unexpected)

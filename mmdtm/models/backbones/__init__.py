@@ -1,4 +1,4 @@
-from .dtm_downstream_vit import DTMViT
-from .dtm_vit import DTMPretrainViT
+from .dtm_pretrain_vit import DTMPretrainViT
+from .dtm_vit import DTMViT
 
 __all__ = ['DTMPretrainViT', 'DTMViT']

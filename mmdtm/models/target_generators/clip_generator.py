@@ -11,13 +11,12 @@ from mmdtm.registry import MODELS
 from .frozen_teacher import AUTOCAST_DTYPES, CLIP_MEAN, CLIP_STD  # noqa: F401
 from .frozen_teacher import INPUT_NORMS  # noqa: F401
 from .frozen_teacher import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher,
-                             agreed_norm, check_tag_agrees, grid_str,
+                             check_tag_agrees, grid_str,
                              looks_like_path)
 from .timm_generator import (refuse_non_vit, timm_patch_tokens,
                              trunk_input_size, trunk_patch_size)
 
 OUTPUT_FORMATS = ('patch_tokens', 'tokens_attention')
-_looks_like_path = looks_like_path  # the name used before the split
 
 HOW_TO_GET = ('Get the weights on a machine that is online, e.g. '
               "`open_clip.create_model('ViT-B-16-quickgelu', "
@@ -28,6 +27,26 @@ HOW_TO_GET = ('Get the weights on a machine that is online, e.g. '
               "OpenAI's CLIP weights were trained with QuickGELU: use them "
               "with a '-quickgelu' model name (e.g. 'ViT-B-16-quickgelu'); a "
               "weights file does not record the activation.")
+
+
+def create_open_clip(model_name: str, pretrained: Optional[str],
+                     cache_dir: Optional[str] = None, **kwargs) -> nn.Module:
+    """``open_clip.create_model`` with the weights of tag ``pretrained``
+    (downloaded when online; offline, an error saying how to get them), or
+    random weights for ``None`` and for a file path (which the caller loads
+    with its own checks)."""
+    import open_clip
+    if pretrained is None or looks_like_path(pretrained):
+        return open_clip.create_model(model_name, pretrained=None, **kwargs)
+    try:
+        return open_clip.create_model(
+            model_name, pretrained=pretrained, cache_dir=cache_dir,
+            require_pretrained=True, **kwargs)
+    except Exception as err:
+        raise RuntimeError(
+            f'could not obtain CLIP weights pretrained={pretrained!r} for '
+            f'{model_name!r} ({type(err).__name__}: {err}). Offline? ' +
+            HOW_TO_GET.format(model=model_name)) from err
 
 
 def _load_visual_weights(model: nn.Module, path: str, model_name: str) -> None:
@@ -274,25 +293,12 @@ class CLIPTargetGenerator(FrozenTeacher):
                 f'INITIALISED (pretrained=None); its targets carry no CLIP '
                 f'knowledge. Set pretrained to a tag or a weights file for '
                 f'real training.', logger='current', level=30)
-            model = open_clip.create_model(model_name, pretrained=None,
-                                           **model_cfg)
-        elif looks_like_path(pretrained):
-            model = open_clip.create_model(model_name, pretrained=None,
-                                           **model_cfg)
+        model = create_open_clip(model_name, pretrained, cache_dir,
+                                 **model_cfg)
+        if pretrained is not None and looks_like_path(pretrained):
             _load_visual_weights(model, pretrained, model_name)
             print_log(f'CLIPTargetGenerator: loaded {model_name} weights '
                       f'from {pretrained}', logger='current')
-        else:
-            try:
-                model = open_clip.create_model(
-                    model_name, pretrained=pretrained, cache_dir=cache_dir,
-                    require_pretrained=True, **model_cfg)
-            except Exception as err:
-                raise RuntimeError(
-                    f'could not obtain CLIP weights pretrained={pretrained!r} '
-                    f'for {model_name!r} ({type(err).__name__}: {err}). '
-                    f'Offline? ' + HOW_TO_GET.format(model=model_name)
-                ) from err
         return model.visual
 
     @staticmethod
@@ -342,21 +348,12 @@ class CLIPTargetGenerator(FrozenTeacher):
             return self.teacher.proj is not None
         return bool(self._maps)
 
-    def _own_norm(self):
+    def _tag_norms(self):
         import open_clip
-        if self.tag_cfg:
-            return tuple(self.tag_cfg['mean']), tuple(self.tag_cfg['std'])
-        norms = [(tuple(c['mean']), tuple(c['std'])) for c in (
+        return [(tuple(c['mean']), tuple(c['std'])) for c in (
             open_clip.get_pretrained_cfg(self.model_name, t)
             for t in open_clip.list_pretrained_tags_by_model(
                 self.model_name))]
-        norm = agreed_norm(norms) if norms else None
-        if norm is None:
-            raise ValueError(
-                f"input_norm='teacher': the pretrained tags of "
-                f'{self.model_name!r} do not give one mean/std; set '
-                f'teacher_mean and teacher_std (0-1 scale)')
-        return norm
 
     def _set_input_size(self, size: Tuple[int, int]) -> None:
         visual = self.teacher

@@ -9,7 +9,7 @@ student's. Subclasses build the teacher and extract its patch tokens.
 import contextlib
 import os
 import os.path as osp
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -159,7 +159,22 @@ class FrozenTeacher(BaseModule):
         raise NotImplementedError
 
     def _own_norm(self) -> Norm:
-        """The teacher's own mean/std (0-1 scale) for ``'teacher'``."""
+        """The teacher's own mean/std (0-1 scale) for ``'teacher'``: its
+        pretrained tag's, else the one all tags of the model agree on."""
+        tag_cfg = getattr(self, 'tag_cfg', None)
+        if tag_cfg:
+            return tuple(tag_cfg['mean']), tuple(tag_cfg['std'])
+        norms = self._tag_norms()
+        norm = agreed_norm(norms) if norms else None
+        if norm is None:
+            raise ValueError(
+                f"input_norm='teacher': the pretrained tags of "
+                f'{self.model_name!r} do not agree on one mean/std; set '
+                f'teacher_mean and teacher_std (0-1 scale)')
+        return norm
+
+    def _tag_norms(self) -> List[Norm]:
+        """(mean, std) of every pretrained tag of the model (0-1 scale)."""
         raise NotImplementedError
 
     def _set_input_size(self, size: Tuple[int, int]) -> None:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from mmdtm.registry import MODELS
 from .frozen_teacher import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher,
-                             agreed_norm, check_tag_agrees, grid_str,
+                             check_tag_agrees, grid_str,
                              looks_like_path)
 
 TIMM_HOW_TO_GET = (
@@ -232,20 +232,11 @@ class TimmTargetGenerator(FrozenTeacher):
     def out_dim(self) -> int:
         return self.teacher.num_features
 
-    def _own_norm(self):
-        if self.tag_cfg is not None:
-            return tuple(self.tag_cfg['mean']), tuple(self.tag_cfg['std'])
+    def _tag_norms(self):
         import timm
-        norms = [(tuple(c.mean), tuple(c.std)) for c in (
+        return [(tuple(c.mean), tuple(c.std)) for c in (
             timm.models.get_pretrained_cfg(t)
             for t in timm.list_pretrained(f'{self.model_name}.*'))]
-        norm = agreed_norm(norms) if norms else None
-        if norm is None:
-            raise ValueError(
-                f"input_norm='teacher': the pretrained tags of "
-                f'{self.model_name!r} do not agree on one mean/std; set '
-                f'teacher_mean and teacher_std (0-1 scale)')
-        return norm
 
     def _set_input_size(self, size: Tuple[int, int]) -> None:
         if not hasattr(self.teacher, 'set_input_size'):

@@ -3,108 +3,29 @@
 MMEngine's ``Pretrained`` init loads with ``strict=False`` and only logs, so a
 checkpoint with the wrong prefix loads *nothing* and training silently starts
 from random weights. :func:`load_backbone_checked` compares the checkpoint
-with the model key by key, logs loaded / missing / unexpected keys and raises
-:class:`CheckpointKeyError` (listing them) unless every weight of the model
-is loaded, except those a config explicitly declares new (``new_keys``), and
-every checkpoint tensor is used, except those it declares unused
-(``ignore_keys``).
+with the model key by key (:func:`~mmdtm.checkpoint.compare_state_dict`),
+logs loaded / missing / unexpected keys and raises
+:class:`~mmdtm.checkpoint.CheckpointMismatchError` (listing them) unless
+every weight of the model is loaded, except those a config explicitly
+declares new (``new_keys``), and every checkpoint tensor is used, except
+those it declares unused (``ignore_keys``).
 
 Configs use it through ``init_cfg=dict(type='CheckedPretrained', ...)`` on a
 backbone with :class:`CheckedInitMixin` (mmdtm's ``DTMViT``); the mixin runs
 the load after every submodule's own ``init_weights`` so nothing overwrites
 it (MMEngine defers only its own ``Pretrained`` type that way).
 """
-import re
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
-from mmengine.registry import WEIGHT_INITIALIZERS
+from mmdtm.registry import WEIGHT_INITIALIZERS
 from torch import nn
 
-from .transfer import (DERIVED_KEY, StateDict, _fmt_keys, load_checkpoint_file,
-                       resize_tables, state_dict_of)
-
-
-class CheckpointKeyError(RuntimeError):
-    """The checkpoint does not cover the model; ``missing``, ``unexpected``
-    and ``mismatched`` hold the offending keys."""
-
-    def __init__(self, message: str, missing: List[str],
-                 unexpected: List[str], mismatched: List[str]) -> None:
-        super().__init__(message)
-        self.missing, self.unexpected = missing, unexpected
-        self.mismatched = mismatched
-
-
-@dataclass
-class LoadReport:
-    """What a checked load did, key by key."""
-    loaded: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    mismatched: List[str] = field(default_factory=list)
-    new: List[str] = field(default_factory=list)
-    ignored: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def summary(self, source: str = '') -> str:
-        total = len(self.loaded) + len(self.missing) + len(self.mismatched)
-        lines = [f'{source}: loaded {len(self.loaded)}/{total} tensors; '
-                 f'missing {len(self.missing)}, unexpected '
-                 f'{len(self.unexpected)}, shape mismatch '
-                 f'{len(self.mismatched)}']
-        for name in ('missing', 'unexpected', 'mismatched', 'new', 'ignored'):
-            keys = getattr(self, name)
-            if keys:
-                lines.append(f'  {name} ({len(keys)}): {_fmt_keys(keys)}')
-        return '\n'.join(lines)
-
-
-def _matches(key: str, patterns: Sequence[str]) -> bool:
-    """``key`` starts with one of ``patterns`` or matches it as a regex
-    (patterns starting with ``re:``)."""
-    for pat in patterns:
-        if pat.startswith('re:'):
-            if re.search(pat[3:], key):
-                return True
-        elif key == pat or key.startswith(pat):
-            return True
-    return False
-
-
-def compare_state_dict(model: nn.Module, state: StateDict,
-                       new_keys: Sequence[str] = (),
-                       ignore_keys: Sequence[str] = ()) -> LoadReport:
-    """Key-by-key comparison of ``state`` with ``model.state_dict()``.
-
-    Derived buffers (``relative_position_index``) are neither required nor
-    loaded: the model rebuilds them for its own window.
-    """
-    target = {k: v for k, v in model.state_dict().items()
-              if not DERIVED_KEY.search(k)}
-    report = LoadReport()
-    for key, value in state.items():
-        if DERIVED_KEY.search(key):
-            continue
-        if key not in target:
-            (report.ignored if _matches(key, ignore_keys)
-             else report.unexpected).append(key)
-        elif tuple(value.shape) != tuple(target[key].shape):
-            report.mismatched.append(
-                f'{key} {tuple(value.shape)} vs model '
-                f'{tuple(target[key].shape)}')
-        else:
-            report.loaded.append(key)
-    for key in target:
-        if key not in state:
-            (report.new if _matches(key, new_keys)
-             else report.missing).append(key)
-    return report
+from .compare import (DERIVED_KEY, CheckpointMismatchError, KeyReport,
+                      compare_state_dict, format_keys)
+from .io import load_checkpoint_file, state_dict_of
+from .rel_pos import resize_tables
 
 
 def load_backbone_checked(model: nn.Module,
@@ -113,7 +34,7 @@ def load_backbone_checked(model: nn.Module,
                           new_keys: Sequence[str] = (),
                           ignore_keys: Sequence[str] = (),
                           resize_rel_pos: bool = True,
-                          logger: Optional[str] = 'current') -> LoadReport:
+                          logger: Optional[str] = 'current') -> KeyReport:
     """Load ``checkpoint`` into ``model``; raise unless it covers the model.
 
     Args:
@@ -121,17 +42,20 @@ def load_backbone_checked(model: nn.Module,
         checkpoint: a file path, or a loaded checkpoint / state dict.
         prefix: keys are taken from under this prefix (and it is stripped);
             ``''`` takes every key.
-        new_keys: model keys (prefixes, or ``re:`` regexes) that are new
-            downstream layers and may stay at their initialisation.
-        ignore_keys: checkpoint keys (after the prefix) that may go unused.
+        new_keys: patterns (regular expressions matched at the start, so
+            plain prefixes work) of model keys that are new downstream
+            layers and may stay at their initialisation.
+        ignore_keys: patterns of checkpoint keys (after the prefix) that may
+            go unused.
         resize_rel_pos: resize relative position bias tables whose window
             differs from the model's.
 
     Returns:
-        the :class:`LoadReport`.
+        the :class:`~mmdtm.checkpoint.KeyReport`.
 
     Raises:
-        CheckpointKeyError: with the missing / unexpected / mismatched keys.
+        CheckpointMismatchError: with the missing / unexpected / mismatched
+            keys.
     """
     source = checkpoint if isinstance(checkpoint, str) else 'checkpoint'
     if isinstance(checkpoint, str):
@@ -141,37 +65,38 @@ def load_backbone_checked(model: nn.Module,
         inside = {k[len(prefix):]: v for k, v in state.items()
                   if k.startswith(prefix)}
         if not inside:
-            raise CheckpointKeyError(
+            raise CheckpointMismatchError(
                 f'{source}: no key starts with prefix {prefix!r}, so nothing '
-                f'would load. Checkpoint keys: {_fmt_keys(state)}. Use the '
+                f'would load. Checkpoint keys: {format_keys(state)}. Use the '
                 f'prefix these keys have (or prefix="" for a converted '
-                f'backbone checkpoint without one).', list(
-                    model.state_dict()), list(state), [])
+                f'backbone checkpoint without one).',
+                missing=list(model.state_dict()), unexpected=list(state))
         state = inside
     if resize_rel_pos:
         shapes = {k: v.shape for k, v in model.state_dict().items()}
         state = resize_tables(
             state, shapes,
             log=lambda msg: print_log(msg, logger=logger))
-    report = compare_state_dict(model, state, new_keys, ignore_keys)
+    report = compare_state_dict(model.state_dict(), state, new_keys,
+                                ignore_keys)
     text = report.summary(f'{source} -> {type(model).__name__}')
     if not report.ok:
-        raise CheckpointKeyError(
+        raise report.error(
             f'pre-trained weights do not match the model, refusing to train '
             f'from a partly random backbone.\n{text}\nDeclare intentionally '
             f'new model keys in new_keys and unused checkpoint keys in '
             f'ignore_keys, or convert the checkpoint with '
-            f'tools/model_converters/dtm_to_downstream.py.',
-            report.missing, report.unexpected, report.mismatched)
+            f'tools/model_converters/dtm_to_downstream.py.')
     load = {k: state[k] for k in report.loaded}
     result = model.load_state_dict(load, strict=False)
     leftover = [k for k in result.missing_keys
-                if not DERIVED_KEY.search(k) and k not in report.new]
+                if not DERIVED_KEY.search(k)
+                and k not in report.allowed_missing]
     if leftover or result.unexpected_keys:  # a load hook dropped something
-        raise CheckpointKeyError(
-            f'{source}: load_state_dict left {_fmt_keys(leftover)} missing '
-            f'and {_fmt_keys(result.unexpected_keys)} unexpected',
-            leftover, list(result.unexpected_keys), [])
+        raise CheckpointMismatchError(
+            f'{source}: load_state_dict left {format_keys(leftover)} missing '
+            f'and {format_keys(result.unexpected_keys)} unexpected',
+            missing=leftover, unexpected=result.unexpected_keys)
     print_log(text, logger=logger)
     return report
 
@@ -197,7 +122,7 @@ class CheckedPretrainedInit:
                            ignore_keys=tuple(ignore_keys),
                            resize_rel_pos=resize_rel_pos)
 
-    def __call__(self, module: nn.Module) -> LoadReport:
+    def __call__(self, module: nn.Module) -> KeyReport:
         if not isinstance(module, CheckedInitMixin):
             raise TypeError(
                 f'CheckedPretrained init works on backbones with '
@@ -211,7 +136,7 @@ class CheckedPretrainedInit:
 class CheckedInitMixin:
     """Runs ``CheckedPretrained`` init configs after all other init."""
 
-    last_load_report: Optional[LoadReport] = None
+    last_load_report: Optional[KeyReport] = None
 
     def init_weights(self) -> None:
         cfgs = self.init_cfg

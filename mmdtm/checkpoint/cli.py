@@ -13,10 +13,9 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from .checked_loading import compare_state_dict
-from .transfer import (ConversionError, StateDict, dtm_to_backbone,
-                       load_checkpoint_file, reference_to_mmdtm,
-                       state_dict_of)
+from .compare import CheckpointMismatchError, compare_state_dict
+from .convert import dtm_to_backbone, reference_to_mmdtm
+from .io import StateDict, load_checkpoint_file, state_dict_of
 
 
 def _save(state: StateDict, dst: str, meta: dict) -> None:
@@ -33,11 +32,12 @@ def _checked_init_cfg(backbone_cfg: dict) -> dict:
     return {}
 
 
-def build_backbone(backbone_cfg: dict) -> nn.Module:
-    """Build a downstream backbone config without loading anything."""
-    import mmdtm  # noqa: F401  (registers DTMViT)
-    from mmpretrain.registry import MODELS
-    cfg = copy.deepcopy(dict(backbone_cfg))
+def build_module(cfg: dict) -> nn.Module:
+    """Build one model part from its config without loading anything
+    (``init_cfg`` dropped; a scope prefix such as ``mmpretrain.`` too)."""
+    import mmdtm  # noqa: F401  (registers the components)
+    from mmdtm.registry import MODELS
+    cfg = copy.deepcopy(dict(cfg))
     cfg.pop('init_cfg', None)
     cfg['type'] = str(cfg['type']).split('.')[-1]
     return MODELS.build(cfg)
@@ -47,7 +47,7 @@ def _backbone_cfg(config: str) -> dict:
     from mmengine.config import Config
     cfg = Config.fromfile(config)
     if 'model' not in cfg or 'backbone' not in cfg.model:
-        raise ConversionError(f'{config}: no model.backbone')
+        raise CheckpointMismatchError(f'{config}: no model.backbone')
     return cfg.model.backbone.to_dict()
 
 
@@ -62,13 +62,14 @@ def dtm_to_downstream(src: str, dst: str, config: str) -> int:
     unloaded."""
     bb_cfg = _backbone_cfg(config)
     with torch.device('meta'):  # shapes only: no memory, no initialisation
-        model = build_backbone(bb_cfg)
+        model = build_module(bb_cfg)
     init = _checked_init_cfg(bb_cfg)
     prefix = init.get('prefix', 'backbone.')
     state = state_dict_of(load_checkpoint_file(src), src)
     out = dtm_to_backbone(state, keep_final_norm=bool(getattr(
         model, 'final_norm', False)), window=tuple(model.patch_resolution))
-    report = compare_state_dict(model, out, init.get('new_keys', ()),
+    report = compare_state_dict(model.state_dict(), out,
+                                init.get('new_keys', ()),
                                 init.get('ignore_keys', ()))
     code = _report(report, dst)
     if code:
@@ -83,19 +84,6 @@ def dtm_to_downstream(src: str, dst: str, config: str) -> int:
     return 0
 
 
-class _PretrainShell(nn.Module):
-    """``backbone`` + ``neck`` of a DTM pre-training config (no teacher)."""
-
-    def __init__(self, model_cfg: dict) -> None:
-        super().__init__()
-        import mmdtm  # noqa: F401
-        from mmpretrain.registry import MODELS
-        for name in ('backbone', 'neck'):
-            cfg = copy.deepcopy(dict(model_cfg[name]))
-            cfg.pop('init_cfg', None)
-            setattr(self, name, MODELS.build(cfg))
-
-
 def reference_to_mmdtm_file(src: str, dst: str,
                             config: Optional[str] = None,
                             skip_prefixes: Sequence[str] = (),
@@ -103,17 +91,15 @@ def reference_to_mmdtm_file(src: str, dst: str,
     """Convert a reference pre-training checkpoint to mmdtm's layout; with
     ``config`` (a DTM pre-training config) the result is checked key by key
     against its backbone and neck."""
-    ckpt = load_checkpoint_file(src, trusted=trusted)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict):
-        ref = ckpt['model']
-    else:
-        ref = state_dict_of(ckpt, src)
+    ref = state_dict_of(load_checkpoint_file(src, trusted=trusted), src)
     out = reference_to_mmdtm(ref, skip_prefixes)
     if config:
         from mmengine.config import Config
-        with torch.device('meta'):
-            shell = _PretrainShell(Config.fromfile(config).model.to_dict())
-        report = compare_state_dict(shell, out)
+        model_cfg = Config.fromfile(config).model
+        with torch.device('meta'):  # shapes only
+            shell = nn.ModuleDict({name: build_module(model_cfg[name])
+                                   for name in ('backbone', 'neck')})
+        report = compare_state_dict(shell.state_dict(), out)
         if _report(report, dst):
             print(f'not written: {dst} does not match {config}',
                   file=sys.stderr)
@@ -127,7 +113,7 @@ def reference_to_mmdtm_file(src: str, dst: str,
 def _run(fn, *args) -> int:
     try:
         return fn(*args)
-    except (ConversionError, FileNotFoundError) as err:
+    except (CheckpointMismatchError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
 

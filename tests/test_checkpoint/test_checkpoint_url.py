@@ -7,7 +7,7 @@ import torch
 from mmengine.model import BaseModule
 from mmengine.runner import load_checkpoint
 
-from mmdtm.utils import CheckpointDownloadError, url_cache_path
+from mmdtm.checkpoint import CheckpointDownloadError, url_cache_path
 
 URL = 'http://127.0.0.1:9/dtm_toy_backbone.pth'  # port 9 (discard): refused
 

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from mmdtm.models.target_generators.frozen_teacher import (IMAGENET_MEAN,
+                                                           IMAGENET_STD)
 from mmdtm.morphing import bipartite_partition
 
 BORDER = (0, 0, 0)
 BACKGROUND = (255, 255, 255)
 PAD = 6
 HEADER = 30
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 weights and biases another initializer has drawn, as the reference's
 ``init_scale`` does for the classification head."""
 from mmengine.model.weight_init import BaseInit, update_init_info
-from mmengine.registry import WEIGHT_INITIALIZERS
+from mmdtm.registry import WEIGHT_INITIALIZERS
 from torch import nn
 
 
