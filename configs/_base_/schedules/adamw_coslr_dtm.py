@@ -2,7 +2,9 @@
 # batch of 2048 (the reference scales it by sqrt(total_batch / 2048)),
 # betas (0.9, 0.98), weight decay 0.05 (none on biases, norms, position
 # biases, class and mask tokens), gradient clip 3.0, 10 warm-up epochs,
-# cosine to 1e-5. AMP through AmpOptimWrapper.
+# cosine to 1e-5. AMP through AmpOptimWrapper. LeanOptimWrapperConstructor:
+# the paramwise_cfg's per-parameter settings in one group per distinct set
+# (decay / no decay), foreach (CPU) or fused (CUDA) AdamW and clipping.
 max_epochs = 300
 warmup_epochs = 10
 optim_wrapper = dict(
@@ -12,6 +14,7 @@ optim_wrapper = dict(
         type='AdamW', lr=1.5e-3, betas=(0.9, 0.98), eps=1e-8,
         weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),
+    constructor='LeanOptimWrapperConstructor',
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         bias_decay_mult=0.0,
