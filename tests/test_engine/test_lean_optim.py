@@ -142,7 +142,7 @@ TINY_CFG = dict(
                        custom_keys={'3.weight': dict(lr_mult=0.5)}))
 
 
-def test_grouped_foreach_step_matches_ungrouped_step():
+def test_grouped_fused_step_matches_ungrouped_step():
     x = torch.randn(16, 6, generator=torch.Generator().manual_seed(1))
     models, wrappers = [], []
     for lean in (True, False):
@@ -154,7 +154,7 @@ def test_grouped_foreach_step_matches_ungrouped_step():
         models.append(model)
         wrappers.append(wrapper)
     grouped = wrappers[0]
-    assert [g['foreach'] for g in grouped.optimizer.param_groups] == [True] * 3
+    assert [g['fused'] for g in grouped.optimizer.param_groups] == [True] * 3
     assert grouped.clip_grad_kwargs == dict(max_norm=0.5, foreach=True)
     assert wrappers[1].clip_grad_kwargs == dict(max_norm=0.5)
     assert len(wrappers[1].optimizer.param_groups) == 6
@@ -172,24 +172,32 @@ def test_grouped_foreach_step_matches_ungrouped_step():
 def test_config_choices_are_kept():
     model = _tiny()
     cfg = copy.deepcopy(TINY_CFG)
-    cfg['optimizer']['foreach'] = False
+    cfg['optimizer']['foreach'] = True
     cfg['clip_grad']['foreach'] = False
     wrapper = build_optim_wrapper(model, cfg)
-    assert all(g['foreach'] is False for g in wrapper.optimizer.param_groups)
+    assert all(g['foreach'] is True and not g['fused']
+               for g in wrapper.optimizer.param_groups)
     assert wrapper.clip_grad_kwargs['foreach'] is False
-    # no paramwise_cfg: one group, still foreach
+    # no paramwise_cfg: one group, still fused; LARS has neither kernel
     wrapper = build_optim_wrapper(model, dict(
         optimizer=dict(type='AdamW', lr=1e-3),
         constructor='LeanOptimWrapperConstructor'))
     assert len(wrapper.optimizer.param_groups) == 1
-    assert wrapper.optimizer.param_groups[0]['foreach'] is True
+    assert wrapper.optimizer.param_groups[0]['fused'] is True
+    wrapper = build_optim_wrapper(model, dict(
+        optimizer=dict(type='LARS', lr=1e-3),
+        constructor='LeanOptimWrapperConstructor'))
+    assert wrapper.optimizer.defaults.get('foreach') is None
 
 
 def test_fast_kernel_choice():
     cpu, cuda = torch.device('cpu'), torch.device('cuda', 0)
     adamw, sgd = torch.optim.AdamW, torch.optim.SGD
     assert fast_kernel_kwargs(adamw, [cuda], {}) == {'fused': True}
-    assert fast_kernel_kwargs(adamw, [cpu], {}) == {'foreach': True}
+    assert fast_kernel_kwargs(adamw, [cpu], {}) == {'fused': True}
+    # no fused kernel in the class: foreach
+    assert fast_kernel_kwargs(torch.optim.RMSprop, [cpu], {}) == {
+        'foreach': True}
     assert fast_kernel_kwargs(sgd, [cuda], {}) == {'fused': True}
     assert fast_kernel_kwargs(adamw, [cpu, cuda], {}) == {}
     assert fast_kernel_kwargs(adamw, [torch.device('meta')], {}) == {}
