@@ -1,5 +1,5 @@
 """The morphing loss: group means of student and teacher tokens, compared."""
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -7,9 +7,9 @@ from mmengine.dist import broadcast, get_rank, is_distributed
 from mmengine.dist.utils import get_comm_device
 from torch import Tensor, nn
 
-from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels, group_mean,
-                            group_sizes, realised_groups, sample_schedule,
-                            step_generator)
+from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels,
+                            compiled_partition, group_mean, group_sizes,
+                            realised_groups, sample_schedule, step_generator)
 from mmdtm.morphing.partition import SPLITS
 from mmdtm.registry import MODELS
 
@@ -93,6 +93,12 @@ class DTMLoss(nn.Module):
             with ``diff_rank_seed=True`` (a resumed run restores rank 0's).
             The seed and the number of calls are buffers, saved in
             checkpoints, so a resumed run draws the same schedules.
+        compile: the partition through ``torch.compile`` of its
+            static-shape form (compiled once per input shape, never per
+            drawn schedule; a CUDA graph on CUDA, ``mode='reduce-overhead'``;
+            eager where compiling fails), with the same group ids.
+            ``'auto'`` (default): on for CUDA inputs, off on CPU; ``True``:
+            everywhere; ``False``: never.
 
     Schedules: call ``i`` on process ``rank`` draws from a generator seeded
     by (seed, rank, i): every rank draws its own schedule, as the reference
@@ -112,7 +118,8 @@ class DTMLoss(nn.Module):
                  reduction: str = 'all_tokens',
                  standardize_target: bool = False,
                  loss_weight: float = 1.0,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None,
+                 compile: Union[str, bool] = 'auto') -> None:
         super().__init__()
         max_merge, max_iters = list(max_merge), list(max_iters)
         check_levels(max_merge, max_iters, count=count, guard=guard)
@@ -129,6 +136,10 @@ class DTMLoss(nn.Module):
                 f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
         if not beta > 0:
             raise ValueError(f'beta must be > 0, got {beta!r}')
+        if compile not in ('auto', True, False):
+            raise ValueError(f"compile must be 'auto', True or False, got "
+                             f'{compile!r}')
+        self.compile = compile
         self.max_merge, self.max_iters = max_merge, max_iters
         self.count, self.guard = count, guard
         self.protect_first, self.split = protect_first, split
@@ -217,10 +228,7 @@ class DTMLoss(nn.Module):
             u, v = pred_f, target_f
             num_groups = realised_groups(n, level.rounds, self.protect_first)
             if not level.is_identity:
-                groups = bipartite_partition(
-                    target_f, level.rounds, level.iters,
-                    protect_first=self.protect_first, split=self.split,
-                    generator=generator)
+                groups = self._partition(target_f, level, i - 1, generator)
                 # G is known from the schedule: G rows per image, no sync
                 u = group_mean(pred_f, groups, num_groups=num_groups)
                 v = group_mean(target_f, groups, num_groups=num_groups)
@@ -233,6 +241,23 @@ class DTMLoss(nn.Module):
         loss = self.loss_weight * torch.stack(losses).mean()
         return loss, stats
 
+    def uses_compile(self, device: torch.device) -> bool:
+        """Whether the partition goes through ``torch.compile`` here."""
+        return (device.type == 'cuda' if self.compile == 'auto' else
+                bool(self.compile))
+
+    def _partition(self, target: Tensor, level: MorphLevel, index: int,
+                   generator: torch.Generator) -> Tensor:
+        """(B, N) group ids of one level, eager or compiled."""
+        kwargs = dict(protect_first=self.protect_first, split=self.split,
+                      generator=generator)
+        if self.uses_compile(target.device):
+            max_rounds = max(self.max_iters[index], level.iters)
+            return compiled_partition(target, level.rounds, level.iters,
+                                      max_rounds, **kwargs)
+        return bipartite_partition(target, level.rounds, level.iters,
+                                   **kwargs)
+
     def forward(self, pred: Tensor, target: Tensor,
                 mask: Optional[Tensor] = None) -> Tensor:
         """The scalar loss; see :meth:`compute`."""
@@ -243,4 +268,4 @@ class DTMLoss(nn.Module):
                 f'count={self.count!r}, guard={self.guard!r}, '
                 f'protect_first={self.protect_first}, split={self.split!r}, '
                 f'distance={self.distance!r}, reduction={self.reduction!r}, '
-                f'loss_weight={self.loss_weight}')
+                f'loss_weight={self.loss_weight}, compile={self.compile!r}')
