@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from mmdtm.morphing import (bipartite_partition, compiled_partition,
-                            partition_plan, sample_schedule,
-                            static_partition)
+from mmdtm.morphing import (bipartite_partition, compiled_morph,
+                            compiled_partition, group_mean, partition_plan,
+                            sample_schedule, static_partition)
 from mmdtm.morphing import compiled as compiled_mod
 from mmdtm.morphing.partition import random_split_perms
 
@@ -107,22 +107,33 @@ def test_one_graph_for_fifty_schedule_draws(dynamo_clean):
     assert not compiled_mod._FAILED
 
 
-def test_inductor_compiled_under_autocast(dynamo_clean):
-    metric = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(1))
+def test_inductor_compiled_level_under_autocast(dynamo_clean):
+    """A whole level (partition + group means, forward and backward)
+    through inductor, under bf16 autocast: the eager op's groups, the same
+    means and gradients, one graph for three schedules."""
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(2, 16, 8, generator=g)
+    pred = torch.randn(2, 16, 6, generator=g)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         for rounds in ([3, 2], [5], [0, 4]):
-            out = compiled_partition(metric, rounds, len(rounds), 2)
-            assert torch.equal(out, bipartite_partition(metric, rounds,
-                                                        len(rounds)))
+            x = pred.clone().requires_grad_()
+            groups, u, v = compiled_morph(x, target, rounds, len(rounds), 2)
+            ref = bipartite_partition(target, rounds, len(rounds))
+            assert torch.equal(groups, ref)
+            torch.testing.assert_close(v, group_mean(target, ref))
+            u.square().sum().backward()
+            x_ref = pred.clone().requires_grad_()
+            group_mean(x_ref, ref).square().sum().backward()
+            torch.testing.assert_close(x.grad, x_ref.grad)
     assert counters['stats']['unique_graphs'] == 1
     assert not compiled_mod._FAILED
 
 
 def test_falls_back_to_eager(dynamo_clean):
-    def broken(mode):
-        def fn(*args):
+    def broken(fn, mode):
+        def run(*args):
             raise RuntimeError('no compiler here')
-        return fn
+        return run
 
     dynamo_clean.setattr(compiled_mod, '_compiled', broken)
     metric = torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(2))

@@ -8,7 +8,7 @@ from mmengine.dist.utils import get_comm_device
 from torch import Tensor, nn
 
 from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels,
-                            compiled_partition, group_mean, group_sizes,
+                            compiled_morph, group_mean, group_sizes,
                             realised_groups, sample_schedule, step_generator)
 from mmdtm.morphing.partition import SPLITS
 from mmdtm.registry import MODELS
@@ -93,10 +93,11 @@ class DTMLoss(nn.Module):
             with ``diff_rank_seed=True`` (a resumed run restores rank 0's).
             The seed and the number of calls are buffers, saved in
             checkpoints, so a resumed run draws the same schedules.
-        compile: the partition through ``torch.compile`` of its
-            static-shape form (compiled once per input shape, never per
-            drawn schedule; a CUDA graph on CUDA, ``mode='reduce-overhead'``;
-            eager where compiling fails), with the same group ids.
+        compile: each level (partition and group means) as one
+            ``torch.compile`` region of its static-shape form (compiled once
+            per input shape, never per drawn schedule; a CUDA graph on
+            CUDA, ``mode='reduce-overhead'``; eager where compiling fails),
+            with the same group ids.
             ``'auto'`` (default): on for CUDA inputs, off on CPU; ``True``:
             everywhere; ``False``: never.
 
@@ -228,10 +229,8 @@ class DTMLoss(nn.Module):
             u, v = pred_f, target_f
             num_groups = realised_groups(n, level.rounds, self.protect_first)
             if not level.is_identity:
-                groups = self._partition(target_f, level, i - 1, generator)
-                # G is known from the schedule: G rows per image, no sync
-                u = group_mean(pred_f, groups, num_groups=num_groups)
-                v = group_mean(target_f, groups, num_groups=num_groups)
+                groups, u, v = self._morph(pred_f, target_f, level, i - 1,
+                                           num_groups, generator)
             if self.standardize_target:
                 v = standardize(v)
             dist = token_distance(u, v, self.distance, self.beta)
@@ -246,17 +245,22 @@ class DTMLoss(nn.Module):
         return (device.type == 'cuda' if self.compile == 'auto' else
                 bool(self.compile))
 
-    def _partition(self, target: Tensor, level: MorphLevel, index: int,
-                   generator: torch.Generator) -> Tensor:
-        """(B, N) group ids of one level, eager or compiled."""
+    def _morph(self, pred: Tensor, target: Tensor, level: MorphLevel,
+               index: int, num_groups: int,
+               generator: torch.Generator) -> Tuple[Tensor, Tensor, Tensor]:
+        """(groups, u, v) of one level: group ids and group means of both
+        sides, eager or as one compiled region."""
         kwargs = dict(protect_first=self.protect_first, split=self.split,
                       generator=generator)
         if self.uses_compile(target.device):
             max_rounds = max(self.max_iters[index], level.iters)
-            return compiled_partition(target, level.rounds, level.iters,
-                                      max_rounds, **kwargs)
-        return bipartite_partition(target, level.rounds, level.iters,
-                                   **kwargs)
+            return compiled_morph(pred, target, level.rounds, level.iters,
+                                  max_rounds, **kwargs)
+        groups = bipartite_partition(target, level.rounds, level.iters,
+                                     **kwargs)
+        # G is known from the schedule: G rows per image, no sync
+        return (groups, group_mean(pred, groups, num_groups=num_groups),
+                group_mean(target, groups, num_groups=num_groups))
 
     def forward(self, pred: Tensor, target: Tensor,
                 mask: Optional[Tensor] = None) -> Tensor:
