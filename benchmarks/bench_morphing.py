@@ -14,8 +14,8 @@ group means in one ``torch.compile`` region; every schedule runs max(k)
 rounds, r = 0 ones as no-ops, so one graph per input shape serves every k).
 It prints how many times it recompiled over the timed schedules, and the
 top-level operator calls (``torch.profiler``) of one ``DTMLoss`` forward +
-backward at the costliest schedule (B = max(--batch), m = N, k = max(--iters)
-on both levels), eager and compiled.
+backward at the costliest schedule (B = --ops-batch, default 64, m = N,
+k = max(--iters) on both levels), eager and compiled.
 
 The arms are checked to give the same group means before anything is timed.
 Each configuration (batch B, rounds k) uses r = ceil(N / 2 / k) merges per
@@ -246,6 +246,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="torch.compile backend of the compiled arm "
                         "(default inductor; 'eager' checks graph capture "
                         "without code generation)")
+    parser.add_argument('--ops-batch', type=int, default=64,
+                        help='batch of the operator count (default 64)')
     parser.add_argument('--no-compiled', action='store_true',
                         help='leave out the compiled arm (torch.compile of '
                         'the static-shape level) and the op counts')
@@ -279,6 +281,10 @@ def main(argv=None) -> None:
     use_compiled = not args.no_compiled
     from mmdtm.morphing import compiled
     compiled.BACKEND = args.compile_backend
+    if use_compiled and device.type == 'cpu':
+        # no pool of compile workers competing with the timed arms
+        import torch._inductor.config as inductor_config
+        inductor_config.compile_threads = 1
     recompiles, compile_s = 0, {}
     comp = compiled_arm(max(args.iters))
     for batch in args.batch:
@@ -376,7 +382,7 @@ def main(argv=None) -> None:
         summary['compiled_recompiles'] = recompiles
         for name, flag in (('eager', False), ('compiled', True)):
             ops[name] = count_top_level_ops(
-                loss_step(n, c, max(args.iters), max(args.batch), device,
+                loss_step(n, c, max(args.iters), args.ops_batch, device,
                           args.seed, flag), device)
             summary[f'ops_per_step_{name}'] = ops[name]
         summary['goal_ops_compiled'] = ('met' if ops['compiled'] <=
@@ -384,7 +390,7 @@ def main(argv=None) -> None:
         print(f"\ncompiled arm: {recompiles} recompilations over the timed "
               f"schedules (one graph per input shape; first call "
               + ', '.join(f'B={b}: {t:.0f} s' for b, t in compile_s.items())
-              + f"); DTMLoss forward + backward at B={max(args.batch)}, m=N, "
+              + f"); DTMLoss forward + backward at B={args.ops_batch}, m=N, "
               f"k={max(args.iters)} on both "
               f"levels: {ops['eager']} top-level operator calls eager, "
               f"{ops['compiled']} compiled")

@@ -63,7 +63,8 @@ def test_bench_morphing_tiny_end_to_end(bench_morphing, tmp_path):
         '--batch', '2', '3', '--tokens', '20', '--channels', '8', '--iters',
         '1', '3', '--repeats', '2', '--warmup', '1', '--mem-repeats', '1',
         '--backward', '--profile', '3', '--threads', '1', '--json', str(out),
-        '--compile-backend', 'eager'  # graph capture only: seconds
+        '--compile-backend', 'eager',  # graph capture only: seconds
+        '--ops-batch', '3'
     ], log)
     stdout = log.read_text()
     assert code == 0, stdout[-3000:]
