@@ -9,6 +9,10 @@ start, whose rows are merged every round alongside the size-weighted
 features, and group means through two batched matmuls per side
 (sums = S @ x, then S^T @ (sums / sizes)).
 
+"gram": ours with ``method='gram'`` (the slots' Gram matrix once, then
+per-round block gathers and merged-row / column updates; opt-in, see
+``bipartite_partition``).
+
 "compiled": the static-shape level (``compiled_morph``: partition and both
 group means in one ``torch.compile`` region; every schedule runs max(k)
 rounds, r = 0 ones as no-ops, so one graph per input shape serves every k).
@@ -114,6 +118,17 @@ def our_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
             group_mean(teacher, groups, num_groups=g))
 
 
+def gram_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
+             ) -> Tuple[Tensor, Tensor]:
+    """Ours with ``method='gram'``: the slots' Gram matrix once, per-round
+    block gathers and merged-row and column updates."""
+    groups = bipartite_partition(teacher, list(rounds), len(rounds),
+                                 method='gram')
+    g = realised_groups(teacher.shape[1], rounds)
+    return (group_mean(student, groups, num_groups=g),
+            group_mean(teacher, groups, num_groups=g))
+
+
 def compiled_arm(max_rounds: int) -> Callable:
     """The static-shape level through ``torch.compile``
     (``compiled_morph``): every schedule runs ``max_rounds`` rounds, so one
@@ -213,7 +228,7 @@ def check_same(student: Tensor, teacher: Tensor,
 
 def check_compiled(arm: Callable, student: Tensor, teacher: Tensor,
                    rounds: Sequence[int], grad: bool) -> float:
-    """Max abs difference of the compiled arm's group means from ours
+    """Max abs difference of an arm's (compiled, gram) group means from ours
     (in the grad mode the arm is timed in: a graph per mode)."""
     with torch.set_grad_enabled(grad):
         u_c, v_c = arm(student.detach().requires_grad_(grad), teacher, rounds)
@@ -221,7 +236,7 @@ def check_compiled(arm: Callable, student: Tensor, teacher: Tensor,
         u_o, v_o = our_arm(student, teacher, rounds)
     err = max(float((u_c - u_o).abs().max()), float((v_c - v_o).abs().max()))
     if not err <= 1e-4 * max(1.0, float(teacher.abs().max())):
-        raise SystemExit(f'compiled and ours disagree: max |diff| = '
+        raise SystemExit(f'an arm and ours disagree: max |diff| = '
                          f'{err:.3g} for rounds={list(rounds)}')
     return err
 
@@ -295,7 +310,10 @@ def main(argv=None) -> None:
             r = math.ceil(n * args.merge_fraction / k)
             rounds = [r] * k
             err = check_same(student, teacher, rounds)
-            named = [('ours', our_arm), ('dense', dense_arm)]
+            named = [('ours', our_arm), ('dense', dense_arm),
+                     ('gram', gram_arm)]
+            err = max(err, check_compiled(gram_arm, student, teacher, rounds,
+                                          False))
             if use_compiled:
                 named.append(('compiled', comp))
                 if batch not in compile_s:  # the first call compiles
@@ -326,6 +344,7 @@ def main(argv=None) -> None:
                                ('ours', 'dense'))
             t_comp = (common.median(times['compiled']) if use_compiled
                       else float('nan'))
+            t_gram = common.median(times['gram'])
             row = dict(
                 batch=batch, tokens=n, channels=c, iters=k, r=r,
                 groups=realised_groups(n, rounds), max_abs_diff=err,
@@ -333,6 +352,7 @@ def main(argv=None) -> None:
                 speedup=t_dense / t_ours,
                 speedup_min=min(times['dense']) / min(times['ours']),
                 compiled_ms=1e3 * t_comp, compiled_speedup=t_dense / t_comp,
+                gram_ms=1e3 * t_gram, gram_speedup=t_dense / t_gram,
                 ours_mib=mem['ours'], dense_mib=mem['dense'],
                 mem_fraction=(mem['ours'] / mem['dense']
                               if mem['dense'] > 0 else float('nan')),
@@ -341,6 +361,7 @@ def main(argv=None) -> None:
             print(f"  B={batch} k={k} r={r}: ours {row['ours_ms']:.2f} ms, "
                   f"dense {row['dense_ms']:.2f} ms, x{row['speedup']:.2f}; "
                   f"{mem['ours']:.1f} vs {mem['dense']:.1f} MiB"
+                  + f"; gram {row['gram_ms']:.2f} ms"
                   + (f"; compiled {row['compiled_ms']:.2f} ms"
                      if use_compiled else ''), flush=True)
         if use_compiled:
@@ -350,12 +371,13 @@ def main(argv=None) -> None:
     print()
     common.print_table(
         ['B', 'k', 'r', 'groups', 'ours ms', 'dense ms', 'speed-up (dense/ours)',
-         'of fastest', 'compiled ms', 'speed-up (dense/compiled)',
-         'ours MiB', 'dense MiB', 'memory (ours/dense)'],
+         'of fastest', 'gram ms', 'speed-up (dense/gram)', 'compiled ms',
+         'speed-up (dense/compiled)', 'ours MiB', 'dense MiB',
+         'memory (ours/dense)'],
         [[r['batch'], r['iters'], r['r'], r['groups'], r['ours_ms'],
-          r['dense_ms'], r['speedup'], r['speedup_min'], r['compiled_ms'],
-          r['compiled_speedup'], r['ours_mib'], r['dense_mib'],
-          r['mem_fraction']] for r in rows],
+          r['dense_ms'], r['speedup'], r['speedup_min'], r['gram_ms'],
+          r['gram_speedup'], r['compiled_ms'], r['compiled_speedup'],
+          r['ours_mib'], r['dense_mib'], r['mem_fraction']] for r in rows],
         title=f'N={n}, C=D={c}, median of {args.repeats} interleaved '
         f'repetitions after {args.warmup} warm-up, peak memory above the '
         f'inputs ({"CUDA allocator" if device.type == "cuda" else "RSS"})')
@@ -374,6 +396,9 @@ def main(argv=None) -> None:
     max_mem = max(r['mem_fraction'] for r in at_big)
     summary['goal_speedup'] = ('met' if min_speed >= GOAL_SPEEDUP else
                                'missed')
+    for r in rows:
+        summary[f"gram_speedup_B{r['batch']}_k{r['iters']}"] = \
+            r['gram_speedup']
     ops = {}
     if use_compiled:
         for r in rows:

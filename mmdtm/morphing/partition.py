@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 SPLITS = ('alternate', 'random')
+METHODS = ('rounds', 'gram')
 
 
 def _round_reductions(r: Union[int, Sequence[int]], iters: int) -> list:
@@ -109,12 +110,70 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
     return order, slot_of_token
 
 
+def _gram_round(sums: Tensor, norms: Tensor, gram: Tensor, order: Tensor,
+                slot_of_token: Tensor, r: int, protect_first: bool) -> tuple:
+    """:func:`_match_round` reading the scores from the slots' Gram matrix.
+
+    ``gram[:, s, s']`` is the dot product of the sums in slots s and s'
+    (B, N, N), computed once per level; each round gathers its A x B block
+    (no feature gather, no matmul) and, as groups merge, adds the merged
+    rows and then columns into their partners' (a sum's dot products are
+    the sums of its parts'). ``sums`` and ``norms`` are kept as in
+    :func:`_match_round` (the norms of the sums, not of the Gram diagonal).
+    The scores equal the per-round matmul's up to float rounding.
+
+    Args:
+        gram: (B, N, N) float32; updated in place.
+        (the rest as :func:`_match_round`)
+    """
+    batch, t = order.shape
+    r = min(r, (t - int(protect_first)) // 2)
+    if r <= 0:
+        return order, slot_of_token
+    n, c = sums.shape[1:]
+    device = sums.device
+    rows, row_norms = sums.view(batch * n, c), norms.view(batch * n)
+    offset = torch.arange(0, batch * n, n, device=device).unsqueeze(1)
+    slot_a, slot_b = order[:, ::2], order[:, 1::2]
+    ta, tb = slot_a.shape[1], slot_b.shape[1]
+    scores = gram.gather(1, slot_a.unsqueeze(-1).expand(-1, -1, n)).gather(
+        2, slot_b.unsqueeze(1).expand(-1, ta, -1))  # (B, ta, tb)
+    scores.div_(norms.gather(1, slot_a).clamp_min(1e-12).unsqueeze(-1))
+    scores.div_(norms.gather(1, slot_b).clamp_min(1e-12).unsqueeze(1))
+    if protect_first:
+        scores[:, 0, :] = -torch.inf
+    best, best_b = scores.max(dim=-1)  # (B, ta)
+    ranked = best.argsort(dim=-1, descending=True, stable=True)
+    src = ranked[:, :r]
+    kept = ranked[:, r:].sort(dim=-1).values
+    dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
+    src_slot = slot_a.gather(1, src)
+    dst_rows = (dst_slot + offset).flatten()
+    src_rows = (src_slot + offset).flatten()
+    rows.index_add_(0, dst_rows, rows.index_select(0, src_rows))
+    row_norms.index_copy_(0, dst_rows,
+                          rows.index_select(0, dst_rows).norm(dim=-1))
+    # Gram: rows, then columns (of the updated rows) of the merged slots
+    g_rows = gram.view(batch * n, n)
+    g_rows.index_add_(0, dst_rows, g_rows.index_select(0, src_rows))
+    g_cols = gram.transpose(1, 2)
+    image = torch.arange(batch, device=device).repeat_interleave(r)
+    g_cols.index_put_((image, dst_slot.flatten()),
+                      g_cols[image, src_slot.flatten()], accumulate=True)
+    remap = torch.arange(n, device=device).repeat(batch, 1)
+    remap.scatter_(1, src_slot, dst_slot)
+    slot_of_token = remap.gather(1, slot_of_token)
+    order = torch.cat([slot_a.gather(1, kept), slot_b], dim=1)
+    return order, slot_of_token
+
+
 def bipartite_partition(metric: Tensor,
                         r: Union[int, Sequence[int]],
                         iters: int,
                         protect_first: bool = True,
                         split: str = 'alternate',
-                        generator: Optional[torch.Generator] = None) -> Tensor:
+                        generator: Optional[torch.Generator] = None,
+                        method: str = 'rounds') -> Tensor:
     """Partition N tokens into groups by ``iters`` rounds of bipartite matching.
 
     Each round, on the t current groups (cosine similarity of their features,
@@ -138,6 +197,15 @@ def bipartite_partition(metric: Tensor,
             before the even/odd split; position 0 stays first when
             protected).
         generator: RNG for ``split='random'``.
+        method: how the scores are computed: ``'rounds'`` (default: a
+            product of the current A and B groups' features every round) or
+            ``'gram'`` (the slots' Gram matrix once per call, then per-round
+            block gathers and merged-row and column updates; faster for
+            many rounds). Their scores differ by float rounding, so they
+            give the same partition except where two scores are within
+            float32 resolution of each other; that includes exact ties
+            between merged groups (e.g. collinear tokens), which the two
+            may break differently. Hence ``'rounds'`` stays the default.
 
     Returns:
         (B, N) int64: the group id (0..G-1) of every original token, where
@@ -154,6 +222,8 @@ def bipartite_partition(metric: Tensor,
         raise ValueError(f'metric must be (B, N, C), got {tuple(metric.shape)}')
     if split not in SPLITS:
         raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+    if method not in METHODS:
+        raise ValueError(f'method must be one of {METHODS}, got {method!r}')
     rounds = _round_reductions(r, iters)
     batch, n, _ = metric.shape
     device = metric.device
@@ -161,16 +231,23 @@ def bipartite_partition(metric: Tensor,
     if not any(rounds):
         return arange_n.clone()
 
+    use_gram = method == 'gram'
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         sums = metric.detach().float().clone()
         norms = sums.norm(dim=-1)
+        gram = sums @ sums.transpose(1, 2) if use_gram else None
         order, slot_of_token = arange_n, arange_n
         for r_i in rounds:
             if split == 'random':
                 order = _random_order(order, protect_first, generator)
-            order, slot_of_token = _match_round(sums, norms, order,
-                                                slot_of_token, r_i,
-                                                protect_first)
+            if use_gram:
+                order, slot_of_token = _gram_round(sums, norms, gram, order,
+                                                   slot_of_token, r_i,
+                                                   protect_first)
+            else:
+                order, slot_of_token = _match_round(sums, norms, order,
+                                                    slot_of_token, r_i,
+                                                    protect_first)
         position = torch.empty_like(arange_n)
         position.scatter_(1, order, arange_n[:, :order.shape[1]])
         return position.gather(1, slot_of_token)
