@@ -253,7 +253,9 @@ class DTMLoss(nn.Module):
         kwargs = dict(protect_first=self.protect_first, split=self.split,
                       generator=generator)
         if self.uses_compile(target.device):
-            max_rounds = max(self.max_iters[index], level.iters)
+            bound = (self.max_iters[index] if index < len(self.max_iters)
+                     else level.iters)
+            max_rounds = max(bound, level.iters)
             return compiled_morph(pred, target, level.rounds, level.iters,
                                   max_rounds, **kwargs)
         groups = bipartite_partition(target, level.rounds, level.iters,
