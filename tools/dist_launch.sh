@@ -6,6 +6,11 @@
 #
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. PYTHON defaults to the
 # repository's .venv.
+#
+# Elastic restart: when a worker dies (killed, out of memory), torchrun stops
+# the others and starts the whole group again, up to MAX_RESTARTS times
+# (default 3; 0 turns it off). Restarted training workers resume from the
+# newest complete checkpoint in the work dir (tools/train.py).
 set -euo pipefail
 SCRIPT=$1
 NPROC=$2
@@ -13,6 +18,7 @@ shift 2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
+MAX_RESTARTS=${MAX_RESTARTS:-3}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
@@ -26,4 +32,5 @@ exec "$PYTHON" -m torch.distributed.run \
     --master_addr="$MASTER_ADDR" \
     --master_port="$PORT" \
     --nproc_per_node="$NPROC" \
+    --max-restarts="$MAX_RESTARTS" \
     "$ROOT/tools/$SCRIPT" "$@"

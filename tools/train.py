@@ -22,7 +22,9 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmdtm.engine import build_runner  # noqa: E402
-from mmdtm.utils.launch import LAUNCHERS, cpu_distributed_fallback  # noqa
+from mmdtm.utils.launch import (LAUNCHERS, cpu_distributed_fallback,  # noqa
+                                prepare_restart)
+from mmdtm.utils.lost_ranks import report_lost_ranks  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -114,9 +116,11 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)
+    prepare_restart(cfg, args.launcher)
     cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)
-    runner.train()
+    with report_lost_ranks(runner):  # names ranks lost by a collective
+        runner.train()
     return runner
 
 

@@ -1,7 +1,10 @@
 """Training machinery: the runner, optimizer constructors, exact-resume
 loops, crash-safe checkpoints and guards against bad input."""
-from .hooks import (SafeCheckpointHook, CheckpointMismatchError,
-                    NonFiniteLossHook, StrictLoadHook, check_state_dict)
+from .checkpoint_files import (NoValidCheckpointError, checkpoint_problem,
+                               newest_valid_checkpoint, resume_candidates)
+from .hooks import (CheckpointMismatchError, CheckpointSaveError,
+                    NonFiniteLossHook, SafeCheckpointHook, StrictLoadHook,
+                    check_state_dict)
 from .layer_decay import BackboneLayerDecayOptimWrapperConstructor
 from .lean_optim import (LeanLayerDecayOptimWrapperConstructor,
                          LeanOptimWrapperConstructor, merge_param_groups)
@@ -15,5 +18,7 @@ __all__ = [
     'merge_param_groups',
     'CheckpointMismatchError', 'NonFiniteLossHook', 'StrictLoadHook',
     'check_state_dict', 'ResumableIterBasedTrainLoop', 'get_rng_state',
-    'set_rng_state', 'IsolatedRunner', 'build_runner'
+    'set_rng_state', 'IsolatedRunner', 'build_runner', 'CheckpointSaveError',
+    'NoValidCheckpointError', 'checkpoint_problem', 'newest_valid_checkpoint',
+    'resume_candidates'
 ]

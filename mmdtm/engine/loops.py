@@ -126,17 +126,21 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         self.runner.call_hook('before_train_epoch')
         if self._iter > 0:
             self._fast_forward(self._iter)
-        while self._iter < self._max_iters and not self.stop_training:
-            self.runner.model.train()
-            data_batch = next(self.dataloader_iterator)
-            self.run_iter(data_batch)
+        try:
+            while self._iter < self._max_iters and not self.stop_training:
+                self.runner.model.train()
+                data_batch = next(self.dataloader_iterator)
+                self.run_iter(data_batch)
 
-            self._decide_current_val_interval()
-            if (self.runner.val_loop is not None
-                    and self._iter >= self.val_begin
-                    and (self._iter % self.val_interval == 0
-                         or self._iter == self._max_iters)):
-                self.runner.val_loop.run()
+                self._decide_current_val_interval()
+                if (self.runner.val_loop is not None
+                        and self._iter >= self.val_begin
+                        and (self._iter % self.val_interval == 0
+                             or self._iter == self._max_iters)):
+                    self.runner.val_loop.run()
+        except BaseException:
+            self._release_workers()  # e.g. a data worker died: stop the rest
+            raise
 
         self.runner.call_hook('after_train_epoch')
         self._release_workers()

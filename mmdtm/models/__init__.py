@@ -4,6 +4,7 @@ from .backbones import DTMPretrainViT
 from .heads import DTMHead
 from .losses import DTMLoss
 from .necks import DTMNeck
-from .target_generators import CLIPTargetGenerator
+from .target_generators import CLIPTargetGenerator, TimmTargetGenerator
 
-__all__ = ['DTM', 'BEiTV2DTM', 'DTMPretrainViT', 'DTMHead', 'DTMLoss', 'DTMNeck', 'CLIPTargetGenerator']
+__all__ = ['DTM', 'BEiTV2DTM', 'DTMPretrainViT', 'DTMHead', 'DTMLoss', 'DTMNeck', 'CLIPTargetGenerator',
+           'TimmTargetGenerator']

@@ -10,6 +10,7 @@ so that the next run finds it without network.
 import os
 import os.path as osp
 from typing import Optional
+from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
@@ -18,8 +19,20 @@ from mmengine.runner.checkpoint import CheckpointLoader, load_from_http
 URL_PREFIXES = ('http://', 'https://')
 
 
-class CheckpointDownloadError(RuntimeError):
-    """A checkpoint URL could not be downloaded (offline, refused, 404)."""
+class CheckpointDownloadError(URLError):
+    """A checkpoint URL could not be downloaded (offline, refused, 404).
+
+    A ``URLError`` (so an ``OSError``), like what MMEngine's own loader
+    raises, so that code catching those behaves as without mmdtm; only the
+    message is ours. ``reason`` is the original error.
+    """
+
+    def __init__(self, message: str, reason: BaseException) -> None:
+        super().__init__(reason)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def url_cache_path(url: str, model_dir: Optional[str] = None) -> str:
@@ -56,7 +69,8 @@ def load_from_url(filename: str,
             f'{err}). Offline? Download it on a machine that is online and '
             f'put it at {target} (it is then used without network), or '
             f'give a local path instead of the URL (load_from=... or '
-            f"init_cfg=dict(type='Pretrained', checkpoint=...)).") from err
+            f"init_cfg=dict(type='Pretrained', checkpoint=...)).",
+            err) from err
 
 
 def register_url_loader() -> None:

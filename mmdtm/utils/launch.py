@@ -7,7 +7,9 @@ distributed run to the ``gloo`` backend, initialises the process group itself
 (from the launcher's environment variables) and wraps the model without
 ``device_ids``, so that ``tools/train.sh CONFIG 2`` also runs on CPU.
 """
+import glob
 import os
+import os.path as osp
 import subprocess
 from datetime import timedelta
 from typing import Optional
@@ -18,6 +20,8 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+#: seconds the processes may take to join the group (at least)
+RENDEZVOUS_TIMEOUT = 600
 
 
 def _env_from_launcher(launcher: str, port: Optional[str] = None) -> None:
@@ -48,6 +52,33 @@ def _env_from_launcher(launcher: str, port: Optional[str] = None) -> None:
             f'launcher={launcher!r} but the environment lacks {missing}; '
             f'start the script with tools/train.sh (torchrun) or '
             f'tools/slurm_train.sh, or use --launcher none')
+
+
+def _restart_count() -> int:
+    """torchrun's attempt number (0: the first launch, or no torchrun)."""
+    return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
+
+
+def init_group(backend: str, timeout: float) -> None:
+    """``init_process_group(backend, init_method='env://')``, made safe for
+    torchrun restarts.
+
+    Collectives time out after ``timeout`` seconds, while joining the group
+    may take :data:`RENDEZVOUS_TIMEOUT` (processes start at different
+    times). torchrun keeps one store for all attempts, and the keys a
+    failed attempt left there (its workers' addresses) would be read by
+    the next one, which then connects to dead processes; each restart
+    therefore keys its group apart (``default_pg/restart<N>``).
+    """
+    store, rank, world_size = next(dist.rendezvous(
+        'env://', int(os.environ['RANK']), int(os.environ['WORLD_SIZE']),
+        timeout=timedelta(seconds=max(timeout, RENDEZVOUS_TIMEOUT))))
+    store.set_timeout(timedelta(seconds=timeout))
+    attempt = _restart_count()
+    prefix = f'default_pg/restart{attempt}' if attempt else 'default_pg'
+    dist.init_process_group(
+        backend=backend, store=dist.PrefixStore(prefix, store), rank=rank,
+        world_size=world_size, timeout=timedelta(seconds=timeout))
 
 
 def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
@@ -81,16 +112,49 @@ def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
             f'(CPU), world size {os.environ["WORLD_SIZE"]}.',
             logger='current', level=30)
     if not dist.is_initialized():
-        timeout = dist_cfg.get('timeout', 1800)
-        dist.init_process_group(
-            backend='gloo', init_method='env://',
-            rank=int(os.environ['RANK']),
-            world_size=int(os.environ['WORLD_SIZE']),
-            timeout=timedelta(seconds=timeout))
+        init_group('gloo', float(dist_cfg.get('timeout', 1800)))
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+    return True
+
+
+def prepare_restart(cfg: Config, launcher: str) -> bool:
+    """What a worker restarted by torchrun needs; no-op in a first launch.
+
+    torchrun (``--max-restarts``, see ``tools/dist_launch.sh``) restarts
+    the whole group when a worker dies and sets
+    ``TORCHELASTIC_RESTART_COUNT`` > 0 in the new workers. If the work dir
+    holds a checkpoint, the run then resumes from it like ``--resume auto``
+    (``SafeCheckpointHook`` picks the newest complete one); before the
+    first checkpoint the run starts as it was launched. With CUDA, the
+    process group is initialised here through :func:`init_group` (the CPU
+    fallback does so anyway), so that it does not read the failed
+    attempt's keys.
+
+    Returns:
+        ``True`` when ``cfg`` was switched to resume.
+    """
+    attempt = _restart_count()
+    if attempt == 0:
+        return False
+    if (launcher == 'pytorch' and torch.cuda.is_available()
+            and not dist.is_initialized()):
+        dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+        torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
+        init_group(dist_cfg.get('backend', 'nccl'),
+                   float(dist_cfg.get('timeout', 1800)))
+    work_dir = cfg.get('work_dir')
+    if not work_dir or not (
+            osp.isfile(osp.join(work_dir, 'last_checkpoint'))
+            or glob.glob(osp.join(glob.escape(work_dir), '*.pth'))):
+        return False
+    cfg.resume, cfg.load_from = True, None
+    if int(os.environ.get('RANK', 0)) == 0:
+        print_log(f'torchrun restart {attempt}: resuming from the newest '
+                  f'complete checkpoint in {work_dir}', logger='current',
+                  level=30)
     return True

@@ -74,14 +74,21 @@ def palette(num: int, seed: int = 0) -> np.ndarray:
     return cube[order[:num]]
 
 
+def crop_geometry(width: int, height: int,
+                  size: int) -> Tuple[int, int, int, int]:
+    """How :func:`load_image` maps a ``width`` x ``height`` image: resized to
+    ``(w, h)`` (shorter side ``size``), then the square at ``(left, top)``
+    kept. Returns ``(w, h, left, top)``."""
+    scale = size / min(width, height)
+    w, h = max(size, round(width * scale)), max(size, round(height * scale))
+    return w, h, (w - size) // 2, (h - size) // 2
+
+
 def load_image(path: str, size: int) -> Image.Image:
     """RGB image, shorter side resized to ``size``, centre-cropped square."""
     img = Image.open(path).convert('RGB')
-    scale = size / min(img.size)
-    w, h = max(size, round(img.width * scale)), max(size,
-                                                      round(img.height * scale))
+    w, h, left, top = crop_geometry(img.width, img.height, size)
     img = img.resize((w, h), Image.BICUBIC)
-    left, top = (w - size) // 2, (h - size) // 2
     return img.crop((left, top, left + size, top + size))
 
 
@@ -189,8 +196,8 @@ def morphing_grid(teacher: torch.nn.Module,
     """Partition each image with ``teacher`` for every schedule and draw it.
 
     Args:
-        teacher: a :class:`CLIPTargetGenerator` (its ``teacher.image_size``
-            and ``num_patches`` give the input size and the patch grid).
+        teacher: a frozen target generator (its ``input_size`` and
+            ``num_patches`` give the input size and the patch grid).
         image_paths: image files.
         schedules: default :func:`default_schedules` for the patch count.
         out_file: write the PNG here when given.
@@ -206,7 +213,7 @@ def morphing_grid(teacher: torch.nn.Module,
     grid = math.isqrt(n)
     if grid * grid != n:
         raise ValueError(f'the teacher has {n} patches, not a square grid')
-    size = teacher.teacher.image_size
+    size = getattr(teacher, 'input_size', None) or teacher.teacher.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     schedules = list(schedules or default_schedules(n))
     images, groups = [], []

@@ -1,5 +1,6 @@
 """Two CPU processes (gloo) through tools/train.sh: identical parameters,
-one checkpoint, per-rank morphing schedules, and an exact 2-process resume."""
+one checkpoint, per-rank morphing schedules, an exact 2-process resume, an
+elastic restart after a killed worker, and no hang when a peer stops."""
 import os
 import os.path as osp
 import socket
@@ -7,20 +8,47 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from mmdtm.morphing import realised_groups, sample_schedule, step_generator
 
 from ..conftest import REPO, TOY_CFG, make_image_folder
+from .test_exact_resume import logged_losses
 
 # Registers a hook that saves, per rank, the final state_dict and the groups
 # per level that rank's loss used at every iteration.
+# FaultHook: MMDTM_TEST_FAULT='RANK:ITER:SIGNAL' makes rank RANK send
+# itself SIGNAL before iteration ITER (in torchrun's first attempt only).
+# MMDTM_TEST_LATE_RANK=R: rank R of torchrun's first restart joins the group
+# 2 s late (it imports this module with the config, before joining), so
+# that the others would read what the failed attempt left in the store.
 HELPER = textwrap.dedent('''
+    import os
+    import signal
+    import time
+
     import torch
     from mmengine.dist import get_rank
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
     from mmpretrain.registry import HOOKS
+
+    if (os.environ.get('TORCHELASTIC_RESTART_COUNT') == '1' and
+            os.environ.get('RANK') == os.environ.get('MMDTM_TEST_LATE_RANK')):
+        time.sleep(2)
+
+
+    @HOOKS.register_module()
+    class FaultHook(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            spec = os.environ.get('MMDTM_TEST_FAULT')
+            if not spec or os.environ.get('TORCHELASTIC_RESTART_COUNT',
+                                          '0') != '0':
+                return
+            rank, at, sig = spec.split(':')
+            if get_rank() == int(rank) and runner.iter == int(at):
+                os.kill(os.getpid(), getattr(signal, sig))
 
 
     @HOOKS.register_module()
@@ -48,26 +76,30 @@ def free_port():
         return s.getsockname()[1]
 
 
+OPTIONS = ['train_dataloader.batch_size=2', 'train_cfg.max_iters=4',
+           'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
+           'param_scheduler.1.end=4', 'default_hooks.logger.interval=1',
+           'default_hooks.checkpoint.interval=2',
+           'randomness.deterministic=True']
+
+
 def train_2proc(cfg, data, work_dir, env, *flags):
-    options = [f'train_dataloader.dataset.data_root={data}',
-               'train_dataloader.batch_size=2', 'train_cfg.max_iters=4',
-               'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
-               'param_scheduler.1.end=4', 'default_hooks.logger.interval=1',
-               'default_hooks.checkpoint.interval=2',
-               'randomness.deterministic=True']
+    """``tools/train.sh cfg 2``: 4 iterations, checkpoints at 2 and 4."""
     proc = subprocess.run(
         ['bash', osp.join(REPO, 'tools', 'train.sh'), cfg, '2',
-         '--work-dir', work_dir, *flags, '--cfg-options', *options],
+         '--work-dir', work_dir, *flags, '--cfg-options',
+         f'train_dataloader.dataset.data_root={data}', *OPTIONS],
         env=dict(env, PORT=str(free_port())), capture_output=True,
         text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
-def load(path):
-    return torch.load(path, map_location='cpu')
-
-
-def test_two_processes_gloo_and_resume(tmp_path):
+@pytest.fixture(scope='module')
+def two_procs(tmp_path_factory):
+    """The config, data and environment of the 2-process tests, and the
+    work dir of one uninterrupted 2-process run."""
+    tmp_path = tmp_path_factory.mktemp('two_procs')
     data = make_image_folder(str(tmp_path / 'data'), num=8)
     (tmp_path / 'rank_dump_helper.py').write_text(HELPER)
     cfg = tmp_path / 'toy_2proc.py'
@@ -75,14 +107,26 @@ def test_two_processes_gloo_and_resume(tmp_path):
                    "custom_imports = dict(imports=['mmdtm', "
                    "'rank_dump_helper'], allow_failed_imports=False)\n"
                    "custom_hooks = [dict(type='NonFiniteLossHook'), "
-                   "dict(type='StrictLoadHook'), dict(type='RankDumpHook')]\n")
+                   "dict(type='StrictLoadHook'), dict(type='RankDumpHook'), "
+                   "dict(type='FaultHook')]\n")
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHON=sys.executable,
                PYTHONPATH=os.pathsep.join(
-                   [str(tmp_path)] +
+                   [str(tmp_path), REPO] +
                    [p for p in sys.path if 'mmcvlite' in p]))
-
+    for key in ('MAX_RESTARTS', 'MMDTM_TEST_FAULT', 'MMDTM_TEST_LATE_RANK',
+                'TORCHELASTIC_RESTART_COUNT'):
+        env.pop(key, None)
     first = str(tmp_path / 'first')
     train_2proc(str(cfg), data, first, env)
+    return str(cfg), data, env, first
+
+
+def load(path):
+    return torch.load(path, map_location='cpu')
+
+
+def test_two_processes_gloo_and_resume(two_procs, tmp_path):
+    cfg, data, env, first = two_procs
     r0, r1 = load(f'{first}/rank0.pth'), load(f'{first}/rank1.pth')
     ckpt = load(f'{first}/iter_4.pth')
     # DDP kept the ranks in step, and rank 0's checkpoint holds the same
@@ -109,7 +153,7 @@ def test_two_processes_gloo_and_resume(tmp_path):
 
     # resume a 2-process run from iteration 2: same end state, both ranks
     second = str(tmp_path / 'second')
-    train_2proc(str(cfg), data, second, env, '--resume',
+    train_2proc(cfg, data, second, env, '--resume',
                 f'{first}/iter_2.pth')
     for rank in (0, 1):
         a = load(f'{first}/rank{rank}.pth')
@@ -117,3 +161,62 @@ def test_two_processes_gloo_and_resume(tmp_path):
         for key, value in a['state_dict'].items():
             assert torch.equal(value, b['state_dict'][key]), (rank, key)
         assert b['groups'] == {k: v for k, v in a['groups'].items() if k >= 2}
+
+
+def test_elastic_restart_after_a_killed_worker(two_procs, tmp_path):
+    """Rank 1 is SIGKILLed after the checkpoint of iteration 2: torchrun
+    (MAX_RESTARTS unset: the default) restarts both workers, which resume
+    from iter_2 by themselves and end bit-identical to the uninterrupted
+    run: weights, schedules and every logged loss."""
+    cfg, data, env, first = two_procs
+    work = str(tmp_path / 'elastic')
+    out = train_2proc(cfg, data, work,
+                      dict(env, MMDTM_TEST_FAULT='1:2:SIGKILL',
+                           MMDTM_TEST_LATE_RANK='1'))
+    assert 'torchrun restart 1: resuming from the newest complete ' \
+        f'checkpoint in {work}' in out
+    assert 'torchrun restart 2' not in out  # the first restart worked
+    for rank in (0, 1):
+        a = load(f'{first}/rank{rank}.pth')
+        b = load(f'{work}/rank{rank}.pth')  # written by the restarted run
+        for key, value in a['state_dict'].items():
+            assert torch.equal(value, b['state_dict'][key]), (rank, key)
+        assert b['groups'] == {k: v for k, v in a['groups'].items() if k >= 2}
+    losses = logged_losses(work)  # both attempts' logs
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert losses == logged_losses(first)
+
+
+def test_a_stopped_peer_fails_the_run_naming_it(two_procs, tmp_path):
+    """Two processes started without torchrun (as under srun); rank 1
+    stops answering (SIGSTOP: a hung process or a lost node, no socket is
+    closed). Rank 0 exits non-zero after the collective timeout (shortened
+    to 8 s here) naming rank 1 and how to resume, instead of hanging."""
+    cfg, data, env, _ = two_procs
+    work = str(tmp_path / 'work')
+    port = str(free_port())
+    procs, logs = [], []
+    for rank in (0, 1):
+        logs.append(tmp_path / f'rank{rank}.out')
+        procs.append(subprocess.Popen(
+            [sys.executable, osp.join(REPO, 'tools', 'train.py'), cfg,
+             '--launcher', 'pytorch', '--work-dir', work, '--cfg-options',
+             f'train_dataloader.dataset.data_root={data}', *OPTIONS,
+             'env_cfg.dist_cfg.timeout=8'],
+            env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank),
+                     WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
+                     MASTER_PORT=port, MMDTM_TEST_FAULT='1:2:SIGSTOP'),
+            stdout=open(logs[-1], 'w'), stderr=subprocess.STDOUT))
+    try:
+        returncode = procs[0].wait(timeout=600)  # hang guard
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()  # SIGKILL also ends a stopped process
+                proc.wait()
+    out = logs[0].read_text()
+    assert returncode not in (0, None), out[-3000:]
+    assert 'Timed out' in out  # gloo's timeout, not a closed socket
+    assert 'LostRanksError: rank 0: rank(s) [1] stopped answering' in out
+    assert f'--resume auto (work dir {work}; the last complete checkpoint ' \
+        f'is {osp.join(work, "iter_2.pth")})' in out

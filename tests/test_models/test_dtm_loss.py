@@ -103,7 +103,8 @@ def test_levels_weight_and_standardisation():
     std = loss(distance='l2', standardize_target=True)
     value, _ = std.compute(PRED, TARGET, levels=IDENTITY)
     t = TARGET
-    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, unbiased=False,
+    # the reference's --normalize_target: torch.var, i.e. unbiased
+    t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, unbiased=True,
                                                 keepdim=True) + 1e-6).sqrt()
     assert value.item() == pytest.approx(((PRED - t)**2).mean().item(),
                                          rel=1e-5)

@@ -167,3 +167,39 @@ def test_slurm_train_sh_through_a_stand_in_srun(tmp_path):
     assert '--launcher slurm' in srun
     assert "-> 'gloo' (CPU), world size 1" in out
     assert (work / 'iter_2.pth').is_file()
+
+
+@pytest.mark.parametrize('value, expected', [(None, '3'), ('0', '0')])
+def test_dist_launch_max_restarts_from_the_environment(value, expected):
+    """torchrun gets --max-restarts=$MAX_RESTARTS (default 3)."""
+    env = dict(os.environ, PYTHON='echo')  # print torchrun's command line
+    env.pop('MAX_RESTARTS', None)
+    if value is not None:
+        env['MAX_RESTARTS'] = value
+    proc = subprocess.run(
+        ['bash', osp.join(TOOLS, 'dist_launch.sh'), 'train.py', '2', 'cfg'],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f'--max-restarts={expected} ' in proc.stdout
+    assert '--nproc_per_node=2' in proc.stdout
+
+
+def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,
+                                                         monkeypatch):
+    """A worker restarted by torchrun resumes from the work dir when it
+    holds a checkpoint; otherwise the run starts as it was launched."""
+    from mmdtm.utils.launch import prepare_restart
+    cfg = train.merge_args(Config.fromfile(TOY_CFG), _args(
+        '--work-dir', str(tmp_path), '--resume', 'given/iter_2.pth'))
+    monkeypatch.delenv('TORCHELASTIC_RESTART_COUNT', raising=False)
+    assert prepare_restart(cfg, 'none') is False  # not under torchrun
+    monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '0')
+    (tmp_path / 'iter_2.pth').write_bytes(b'')
+    assert prepare_restart(cfg, 'none') is False  # first attempt
+    monkeypatch.setenv('TORCHELASTIC_RESTART_COUNT', '1')
+    (tmp_path / 'iter_2.pth').unlink()
+    assert prepare_restart(cfg, 'none') is False  # nothing saved yet
+    assert (cfg.resume, cfg.load_from) == (True, 'given/iter_2.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+    assert prepare_restart(cfg, 'none') is True
+    assert (cfg.resume, cfg.load_from) == (True, None)

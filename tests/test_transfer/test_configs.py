@@ -97,6 +97,7 @@ def test_full_size_ade20k_model_builds_with_layer_decay():
     assert type(model.backbone).__name__ == 'DTMViT'
     assert model.backbone.patch_resolution == (32, 32)
     scale = {name: g['lr_scale'] for g in groups for name in g['param_names']}
-    assert scale['backbone.cls_token'] == pytest.approx(0.65 ** 13)
-    assert scale['backbone.layers.11.attn.qkv.weight'] == pytest.approx(0.65)
+    rate = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate  # 0.75, BEiT v2
+    assert scale['backbone.cls_token'] == pytest.approx(rate ** 13)
+    assert scale['backbone.layers.11.attn.qkv.weight'] == pytest.approx(rate)
     assert scale['decode_head.conv_seg.weight'] == 1.0

@@ -1,5 +1,7 @@
 """Checkpoint URLs: a clear offline error naming the URL and where to put
 the file; a file put there is then used without network."""
+from urllib.error import URLError
+
 import pytest
 import torch
 from mmengine.model import BaseModule
@@ -26,6 +28,10 @@ def test_unreachable_url_names_url_and_destination(tmp_path, monkeypatch):
         load_checkpoint(Tiny(), URL, map_location='cpu')
     msg = str(info.value)
     assert URL in msg and dest in msg and 'Offline?' in msg
+    # the exception type MMEngine's loader raises, for code that catches it
+    assert isinstance(info.value, URLError) and isinstance(info.value,
+                                                           OSError)
+    assert isinstance(info.value.reason, OSError)
 
     # the same through init_cfg=dict(type='Pretrained', checkpoint=URL)
     model = Tiny(init_cfg=dict(type='Pretrained', checkpoint=URL))

@@ -1,5 +1,5 @@
 # DTM: BEiT-style ViT-B/16 student, frozen CLIP ViT-B/16 teacher
-# (dtm-method.md items 1-9). Reference defaults throughout.
+# (docs/method.md items 1-9). Reference defaults throughout.
 model = dict(
     type='DTM',
     data_preprocessor=dict(
@@ -19,9 +19,14 @@ model = dict(
         # the reference adds a shared bias to every block's own bias
         use_rel_pos_bias=True,
         use_shared_rel_pos_bias=True,
+        # the reference's init: N(0, 0.02) cut at +-0.02 (+-1 std), zero
+        # biases; DTMPretrainViT also zeroes the relative position tables
+        # and the q / v biases, draws the tokens the same way and divides
+        # attn.proj / fc2 of block i by sqrt(2 i)
+        init_std=0.02,
         init_cfg=[
-            dict(type='TruncNormal', std=0.02, layer='Linear'),
-            dict(type='TruncNormal', std=0.02, layer='Conv2d'),
+            dict(type='TruncNormal', layer=['Linear', 'Conv2d'], std=0.02,
+                 a=-0.02, b=0.02, bias=0.0),
             dict(type='Constant', layer='LayerNorm', val=1.0, bias=0.0)
         ]),
     neck=dict(type='DTMNeck', in_channels=768, out_channels=512),
@@ -42,7 +47,10 @@ model = dict(
             loss_weight=1.0)),
     target_generator=dict(
         type='CLIPTargetGenerator',
-        model_name='ViT-B-16',
+        # OpenAI's CLIP was trained with QuickGELU (the reference's
+        # vqkd_teacher/clip/model.py); open_clip's plain 'ViT-B-16' builds
+        # nn.GELU. OpenAI weights, as a tag or a local file, need this name.
+        model_name='ViT-B-16-quickgelu',
         # an open_clip tag (downloaded when online) or a local weights file
         pretrained='openai',
         projected=True,

@@ -1,10 +1,14 @@
-# DTM optimisation (dtm-method.md item 10): AdamW, lr 1.5e-3 for a total
+# DTM optimisation (docs/method.md item 10): AdamW, lr 1.5e-3 for a total
 # batch of 2048 (the reference scales it by sqrt(total_batch / 2048)),
-# betas (0.9, 0.98), weight decay 0.05 (none on biases, norms, position
-# biases, class and mask tokens), gradient clip 3.0, 10 warm-up epochs,
+# betas (0.9, 0.98), weight decay 0.05, gradient clip 3.0, 10 warm-up epochs,
 # cosine to 1e-5. AMP through AmpOptimWrapper. LeanOptimWrapperConstructor:
 # the paramwise_cfg's per-parameter settings in one group per distinct set
-# (decay / no decay), foreach (CPU) or fused (CUDA) AdamW and clipping.
+# (decay / no decay), fused AdamW, foreach clipping.
+# Weight decay as the reference's optimizer factory: no decay on every 1-D
+# parameter (biases, norms, q / v biases, layer-scale gammas), on every
+# bias, and on the names its model's no_weight_decay() lists (cls_token,
+# pos_embed); everything else decays, mask_token and the relative position
+# bias tables included.
 max_epochs = 300
 warmup_epochs = 10
 optim_wrapper = dict(
@@ -16,14 +20,11 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=3.0),
     constructor='LeanOptimWrapperConstructor',
     paramwise_cfg=dict(
-        norm_decay_mult=0.0,
+        flat_decay_mult=0.0,
         bias_decay_mult=0.0,
         custom_keys={
-            'pos_embed': dict(decay_mult=0.0),
-            'cls_token': dict(decay_mult=0.0),
-            'mask_token': dict(decay_mult=0.0),
-            'relative_position_bias_table': dict(decay_mult=0.0),
-            'gamma': dict(decay_mult=0.0),
+            'backbone.cls_token': dict(decay_mult=0.0),
+            'backbone.pos_embed': dict(decay_mult=0.0),
         }))
 
 param_scheduler = [

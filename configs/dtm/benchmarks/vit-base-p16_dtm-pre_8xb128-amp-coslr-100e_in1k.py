@@ -1,9 +1,10 @@
-# ImageNet-1K fine-tuning of a DTM ViT-B/16 (dtm-method.md item 11):
+# ImageNet-1K fine-tuning of a DTM ViT-B/16 (docs/method.md item 11):
 # 100 epochs, batch 8 x 128 = 1024, AdamW lr 5e-4, layer decay 0.65 through
 # LeanLayerDecayOptimWrapperConstructor (MMPretrain's layer-decay settings,
-# one parameter group per (layer, decay), foreach / fused AdamW), drop path 0.1,
+# one parameter group per (layer, decay), fused AdamW), drop path 0.1,
 # mixup 0.8, cutmix 1.0, label smoothing 0.1, RandAugment (m9, mstd 0.5,
-# increasing), random erasing 0.25, mean pooling of patch tokens.
+# increasing), random erasing 0.25, mean pooling of patch tokens, head
+# initialised at 0.001 scale (the reference's --init_scale).
 #
 # `pretrained` is the output of
 #   python tools/model_converters/dtm_to_downstream.py PRETRAIN.pth \
@@ -52,7 +53,12 @@ model = dict(
         in_channels=768,
         loss=dict(
             type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        init_cfg=[dict(type='TruncNormal', layer='Linear', std=0.02)]),
+        # the reference's head: N(0, 0.02), then weight and bias times
+        # init_scale = 0.001 (run_class_finetuning.py --init_scale)
+        init_cfg=[
+            dict(type='TruncNormal', layer='Linear', std=0.02),
+            dict(type='Scale', layer='Linear', scale=0.001)
+        ]),
     train_cfg=dict(augments=[
         dict(type='Mixup', alpha=0.8),
         dict(type='CutMix', alpha=1.0)
@@ -131,16 +137,16 @@ optim_wrapper = dict(
         type='AdamW', lr=5e-4, weight_decay=0.05, eps=1e-8,
         betas=(0.9, 0.999)),
     constructor='LeanLayerDecayOptimWrapperConstructor',
+    # weight decay as the reference: none on 1-D parameters and biases, nor
+    # on cls_token / pos_embed (its model's no_weight_decay()); the relative
+    # position tables and the head's weight decay
     paramwise_cfg=dict(
         layer_decay_rate=0.65,
+        flat_decay_mult=0.0,
+        bias_decay_mult=0.0,
         custom_keys={
-            '.ln': dict(decay_mult=0.0),
-            '.bias': dict(decay_mult=0.0),
-            'q_bias': dict(decay_mult=0.0),
-            'v_bias': dict(decay_mult=0.0),
-            '.cls_token': dict(decay_mult=0.0),
-            '.pos_embed': dict(decay_mult=0.0),
-            '.gamma': dict(decay_mult=0.0),
+            'backbone.cls_token': dict(decay_mult=0.0),
+            'backbone.pos_embed': dict(decay_mult=0.0),
         }))
 
 warmup_epochs = 20

@@ -39,6 +39,8 @@ model = dict(
             loss_weight=1.0)),  # the weight of the DTM term
     dtm_target_generator=dict(
         type='CLIPTargetGenerator',
-        model_name='ViT-B-16',
+        # QuickGELU, as OpenAI's CLIP was trained (and as MMPretrain's own
+        # CLIPGenerator builds it); plain 'ViT-B-16' is nn.GELU
+        model_name='ViT-B-16-quickgelu',
         # an open_clip tag (downloaded when online) or a local weights file
         pretrained='openai'))

@@ -42,7 +42,9 @@ model = dict(
     target_generator=dict(
         _delete_=True,
         type='CLIPTargetGenerator',
-        model_name='ViT-B-16',
+        # QuickGELU, as OpenAI's CLIP was trained (and as MMPretrain's own
+        # CLIPGenerator builds it); plain 'ViT-B-16' is nn.GELU
+        model_name='ViT-B-16-quickgelu',
         # an open_clip tag (downloaded when online) or a local weights file
         pretrained='openai',
         output_format='tokens_attention'))

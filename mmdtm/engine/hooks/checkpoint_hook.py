@@ -3,17 +3,38 @@ import glob
 import logging
 import os
 import os.path as osp
+import shutil
+from typing import Optional
 
-from mmengine.dist import (all_gather_object, get_rank, get_world_size,
-                           is_main_process)
+from mmengine.dist import (all_gather_object, broadcast_object_list, get_rank,
+                           get_world_size, is_main_process)
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 
+from ..checkpoint_files import (NoValidCheckpointError, checkpoint_problem,
+                                newest_valid_checkpoint, resume_candidates)
 from ..rng import get_rng_state, set_rng_state
 
 TMP_SUFFIX = '.tmp'
+SAVE_ERROR_ACTIONS = ('raise', 'skip')
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (full disk, quota, I/O error)."""
+
+
+def _size(num_bytes: int) -> str:
+    """``num_bytes`` for people: ``'512 B'``, ``'3.2 MiB'``."""
+    if num_bytes < 1024:
+        return f'{num_bytes} B'
+    value, unit = float(num_bytes), 'B'
+    for unit in ('KiB', 'MiB', 'GiB', 'TiB'):
+        value /= 1024
+        if value < 1024:
+            break
+    return f'{value:.1f} {unit}'
 
 
 def _fsync_path(path: str) -> None:
@@ -67,14 +88,38 @@ class SafeCheckpointHook(CheckpointHook):
     Left-over ``*.pth.tmp`` files of a killed save are removed when training
     starts. Other storage backends fall back to MMEngine's behaviour.
 
+    **A failed save** (full disk, quota, I/O error: any ``OSError`` while
+    writing) removes the partial ``.tmp`` file and leaves the previous
+    checkpoint and ``last_checkpoint`` as they were. With
+    ``on_save_error='raise'`` (default) the run stops with a
+    :class:`CheckpointSaveError` naming the directory, its free space and
+    the space a checkpoint needs; with ``'skip'`` it warns the same way and
+    trains on (the next save tries again). All ranks act alike.
+
+    **Resume checks the checkpoint.** With ``resume=True`` and no
+    ``load_from`` (``--resume auto``, an elastic restart), the checkpoint
+    ``last_checkpoint`` names and, if it is truncated or corrupt (see
+    :func:`~mmdtm.engine.checkpoint_files.checkpoint_problem`), the next
+    older ones are checked before anything is loaded; the newest sound one
+    is resumed from and each rejected file is reported. If checkpoints
+    exist but none is sound, :class:`NoValidCheckpointError` is raised
+    instead of a silent start from scratch. An explicit ``--resume PATH``
+    that is broken fails naming the file and the problem.
+
     Args:
         fsync: flush files to disk before renaming (default ``True``).
+        on_save_error: ``'raise'`` or ``'skip'``, see above.
         Others as MMEngine's ``CheckpointHook``.
     """
 
-    def __init__(self, *args, fsync: bool = True, **kwargs) -> None:
+    def __init__(self, *args, fsync: bool = True,
+                 on_save_error: str = 'raise', **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if on_save_error not in SAVE_ERROR_ACTIONS:
+            raise ValueError(f'on_save_error must be one of '
+                             f'{SAVE_ERROR_ACTIONS}, got {on_save_error!r}')
         self.fsync = fsync
+        self.on_save_error = on_save_error
         self._rng_states = None  # gathered at the last save
         self._resumed_rng = None  # this rank's state, to restore
 
@@ -102,6 +147,56 @@ class SafeCheckpointHook(CheckpointHook):
     def _is_local(self) -> bool:
         return isinstance(self.file_backend, LocalBackend)
 
+    def _checkpoint_dir(self, runner) -> str:
+        """``out_dir`` as ``before_train`` will resolve it."""
+        if self.out_dir is None or self.out_dir == runner.work_dir:
+            return runner.work_dir
+        return osp.join(self.out_dir,
+                        osp.basename(runner.work_dir.rstrip(osp.sep)))
+
+    def before_run(self, runner) -> None:
+        """Pick the checkpoint to resume from (see the class docstring)."""
+        super().before_run(runner)
+        if not runner._resume:
+            return
+        ckpt_dir = self._checkpoint_dir(runner)
+        if '://' in ckpt_dir or '://' in str(runner._load_from or ''):
+            return  # remote storage: MMEngine's behaviour
+        answer = [None, None]  # [path, error]
+        if is_main_process():
+            answer = self._choose_resume(runner, ckpt_dir)
+        if get_world_size() > 1:
+            broadcast_object_list(answer)
+        path, error = answer
+        if error is not None:
+            raise error
+        if path is not None:
+            runner._load_from = path
+
+    def _choose_resume(self, runner, ckpt_dir: str) -> list:
+        """``[path, None]`` to resume from, or ``[None, exception]``."""
+        if runner._load_from is not None:  # --resume PATH
+            problem = checkpoint_problem(runner._load_from)
+            if problem is None:
+                return [None, None]
+            return [None, NoValidCheckpointError(
+                f'resume: cannot resume from {runner._load_from}: '
+                f'{problem}')]
+        candidates = resume_candidates(runner.work_dir, ckpt_dir,
+                                       self.filename_tmpl)
+        try:
+            path, rejected = newest_valid_checkpoint(candidates)
+        except NoValidCheckpointError as exc:
+            return [None, exc]
+        for bad, problem in rejected:
+            print_log(f'resume: skipping {bad}: {problem}', logger='current',
+                      level=logging.WARNING)
+        if rejected:
+            print_log(f'resume: {path} is the newest complete checkpoint; '
+                      f'resuming from it', logger='current',
+                      level=logging.WARNING)
+        return [path, None]
+
     def before_train(self, runner) -> None:
         super().before_train(runner)
         if self._is_local() and is_main_process():
@@ -117,6 +212,7 @@ class SafeCheckpointHook(CheckpointHook):
                             if get_world_size() > 1 else [state])
         if not self._is_local():
             return super()._save_checkpoint_with_step(runner, step, meta)
+        kept_before, last_before = list(self.keep_ckpt_ids), self.last_ckpt
         outdated = None
         if self.max_keep_ckpts > 0 and not (
                 self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
@@ -129,7 +225,39 @@ class SafeCheckpointHook(CheckpointHook):
         self.last_ckpt = osp.join(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
 
-        runner.save_checkpoint(  # only the main process writes
+        error = None
+        try:
+            self._write(runner, filename, meta)
+        except OSError as exc:
+            if not is_main_process():
+                raise
+            error = self._describe_failure(exc, last_before,
+                                           runner.work_dir)
+        if get_world_size() > 1:  # every rank stops or skips alike
+            answer = [error]
+            broadcast_object_list(answer)
+            error = answer[0]
+        if error is not None:
+            self.keep_ckpt_ids.clear()
+            self.keep_ckpt_ids.extend(kept_before)
+            self.last_ckpt = last_before
+            runner.message_hub.update_info('keep_ckpt_ids', kept_before)
+            runner.message_hub.update_info('last_ckpt', last_before)
+            if self.on_save_error == 'raise':
+                raise CheckpointSaveError(error)
+            print_log(f'{error} Skipping this checkpoint and training on '
+                      f"(on_save_error='skip').", logger='current',
+                      level=logging.WARNING)
+            return
+        if is_main_process() and outdated is not None:
+            path = osp.join(self.out_dir, self.filename_tmpl.format(outdated))
+            if osp.isfile(path):
+                os.remove(path)
+
+    def _write(self, runner, filename: str, meta: dict) -> None:
+        """Write ``filename`` through a ``.tmp`` file and a rename, then
+        point ``last_checkpoint`` at it (only the main process writes)."""
+        runner.save_checkpoint(
             self.out_dir,
             filename + TMP_SUFFIX,
             self.file_client_args,
@@ -149,7 +277,33 @@ class SafeCheckpointHook(CheckpointHook):
             _fsync_path(self.out_dir)
         atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'),
                           self.last_ckpt, self.fsync)
-        if outdated is not None:
-            path = osp.join(self.out_dir, self.filename_tmpl.format(outdated))
+
+    def _describe_failure(self, exc: OSError, previous: Optional[str],
+                          work_dir: str) -> str:
+        """Remove the partial files of a failed save; say what happened."""
+        partial = self.last_ckpt + TMP_SUFFIX
+        written = osp.getsize(partial) if osp.isfile(partial) else 0
+        leftovers = [partial,
+                     osp.join(work_dir, 'last_checkpoint' + TMP_SUFFIX)]
+        if self.last_ckpt != previous:  # renamed, but last_checkpoint failed
+            leftovers.append(self.last_ckpt)
+        for path in leftovers:
             if osp.isfile(path):
                 os.remove(path)
+        try:
+            free = _size(shutil.disk_usage(self.out_dir).free)
+        except OSError:
+            free = 'unknown space'
+        if previous is not None and osp.isfile(previous):
+            need = (f'a checkpoint needs about {_size(osp.getsize(previous))}'
+                    f' (the size of {osp.basename(previous)})')
+            kept = (f'the previous checkpoint {previous} and '
+                    f'last_checkpoint are intact')
+        else:
+            need = (f'a checkpoint needs more than {_size(written)} (written '
+                    f'before the failure)')
+            kept = 'no earlier checkpoint exists'
+        return (f'cannot write checkpoint {self.last_ckpt} in directory '
+                f'{self.out_dir}: {type(exc).__name__}: {exc}. '
+                f'{free} free there, {need}; the partial file was '
+                f'removed and {kept}. Free space there or set out_dir.')

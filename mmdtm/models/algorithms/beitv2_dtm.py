@@ -53,7 +53,8 @@ class BEiTV2DTM(BEiT):
         self.dtm_target_generator = MODELS.build(dtm_target_generator)
         num_tokens = math.prod(self.backbone.patch_resolution)
         check_dtm_parts(self.dtm_neck, self.dtm_head,
-                        self.dtm_target_generator, num_tokens, prefix='dtm_')
+                        self.dtm_target_generator, num_tokens, prefix='dtm_',
+                        student_grid=self.backbone.patch_resolution)
 
     def loss(self, inputs: List[Tensor], data_samples: List[DataSample],
              **kwargs) -> Dict[str, Tensor]:

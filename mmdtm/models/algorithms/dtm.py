@@ -58,7 +58,8 @@ class DTM(BaseSelfSupervisor):
 
     def _check_config(self) -> None:
         check_dtm_parts(self.neck, self.head, self.target_generator,
-                        self.num_tokens)
+                        self.num_tokens,
+                        student_grid=self.backbone.patch_resolution)
 
     def extract_feat(self, inputs: Tensor):
         """Backbone features of unmasked images (tuple of (B, 1+N, C))."""

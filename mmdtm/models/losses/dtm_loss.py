@@ -42,9 +42,11 @@ def token_distance(u: Tensor, v: Tensor, distance: str,
 
 
 def standardize(v: Tensor, eps: float = 1e-6) -> Tensor:
-    """Per-token standardisation over channels (mean 0, variance 1)."""
+    """Per-token standardisation over the D channels of (..., D): subtract
+    the mean, divide by sqrt(var + eps) with the unbiased variance
+    (``torch.var``'s default), as the reference's ``--normalize_target``."""
     mean = v.mean(-1, keepdim=True)
-    var = v.var(-1, unbiased=False, keepdim=True)
+    var = v.var(-1, keepdim=True)
     return (v - mean) / (var + eps).sqrt()
 
 
@@ -59,7 +61,7 @@ def _shared_seed() -> int:
 
 @MODELS.register_module()
 class DTMLoss(nn.Module):
-    """Dynamic Token Morphing loss (dtm-method.md, items 4 to 9).
+    """Dynamic Token Morphing loss (docs/method.md, items 4 to 9).
 
     Each call draws a schedule (one (m_l, k_l) per level), partitions the
     tokens by matching the *teacher* targets, replaces every token on both
@@ -85,7 +87,8 @@ class DTMLoss(nn.Module):
         reduction: ``'all_tokens'`` (reference: mean over all N tokens, so a
             group weighs as much as its size), ``'masked'`` (masked tokens
             only) or ``'groups'`` (paper: one term per morphed token pair).
-        standardize_target: per-token standardisation of the morphed targets.
+        standardize_target: per-token standardisation of the morphed targets
+            (the reference's ``--normalize_target``, unbiased variance).
         loss_weight: w.
         seed: base seed of the schedule. ``None`` draws one from torch's
             global RNG at build time (seeded by the Runner's ``randomness``)

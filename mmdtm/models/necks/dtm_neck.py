@@ -21,6 +21,8 @@ class DTMNeck(BaseModule):
         out_channels: D, must equal the teacher's output dimension.
         with_norm: LayerNorm before the projection. Defaults to False.
         num_extra_tokens: leading tokens to drop. Defaults to 1.
+        init_cfg: defaults to the reference's: the projection from N(0, 0.02)
+            truncated at +-0.02, zero bias.
     """
 
     def __init__(self,
@@ -29,8 +31,9 @@ class DTMNeck(BaseModule):
                  with_norm: bool = False,
                  num_extra_tokens: int = 1,
                  init_cfg: Optional[Union[dict, list]] = [
+                     # the reference's lm_head: N(0, 0.02) cut at +-0.02
                      dict(type='TruncNormal', layer='Linear', std=0.02,
-                          bias=0),
+                          a=-0.02, b=0.02, bias=0),
                      dict(type='Constant', layer='LayerNorm', val=1.0,
                           bias=0)
                  ]) -> None:

@@ -1,36 +1,33 @@
 """A frozen open_clip vision tower that produces per-patch targets."""
-import contextlib
-import os
+import copy
 import os.path as osp
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
-import torch
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmdtm.registry import MODELS
+# CLIP_MEAN ... INPUT_NORMS: re-exported, importers use this module's names
+from .frozen_teacher import AUTOCAST_DTYPES, CLIP_MEAN, CLIP_STD  # noqa: F401
+from .frozen_teacher import INPUT_NORMS  # noqa: F401
+from .frozen_teacher import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher,
+                             agreed_norm, check_tag_agrees, grid_str,
+                             looks_like_path)
+from .timm_generator import (refuse_non_vit, timm_patch_tokens,
+                             trunk_input_size, trunk_patch_size)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-INPUT_NORMS = ('imagenet', 'clip')
 OUTPUT_FORMATS = ('patch_tokens', 'tokens_attention')
-AUTOCAST_DTYPES = {None: None, 'fp32': torch.float32, 'bf16': torch.bfloat16,
-                   'fp16': torch.float16}
-_WEIGHT_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors', '.ckpt', '.npz')
+_looks_like_path = looks_like_path  # the name used before the split
 
 HOW_TO_GET = ('Get the weights on a machine that is online, e.g. '
-              "`open_clip.create_model('{model}', pretrained='openai', "
-              "cache_dir='DIR')`, copy the downloaded file (DIR/.../"
-              "open_clip_pytorch_model.bin or open_clip_model.safetensors) "
-              "here and set `pretrained='/path/to/that/file'`.")
-
-
-def _looks_like_path(pretrained: str) -> bool:
-    return (os.sep in pretrained or pretrained.startswith('.')
-            or pretrained.endswith(_WEIGHT_SUFFIXES) or osp.exists(pretrained))
+              "`open_clip.create_model('ViT-B-16-quickgelu', "
+              "pretrained='openai', cache_dir='DIR')`, copy the downloaded "
+              "file (DIR/.../open_clip_pytorch_model.bin or "
+              "open_clip_model.safetensors) here and set "
+              "`pretrained='/path/to/that/file'` (model_name={model!r} now). "
+              "OpenAI's CLIP weights were trained with QuickGELU: use them "
+              "with a '-quickgelu' model name (e.g. 'ViT-B-16-quickgelu'); a "
+              "weights file does not record the activation.")
 
 
 def _load_visual_weights(model: nn.Module, path: str, model_name: str) -> None:
@@ -68,23 +65,80 @@ def _load_visual_weights(model: nn.Module, path: str, model_name: str) -> None:
                 f'a visual tower: {problem})') from full_err
 
 
+
+def _tower_kind(visual: nn.Module, model_name: str) -> str:
+    """``'native'`` (open_clip's own ViT) or ``'timm'`` (a timm ViT trunk);
+    raise for the towers that give no patch tokens."""
+    from open_clip.timm_model import TimmModel
+    from open_clip.transformer import VisionTransformer
+    if isinstance(visual, VisionTransformer):
+        if visual.attn_pool is not None:
+            raise ValueError(
+                f'{model_name!r} has no ViT image tower with patch tokens: '
+                f'its tower ends in an attentional pooler (CoCa), whose '
+                f'tokens are learned queries, not image patches')
+        return 'native'
+    if isinstance(visual, TimmModel):
+        refuse_non_vit(visual.trunk, f'the timm image tower of '
+                                     f'{model_name!r}')
+        return 'timm'
+    raise ValueError(
+        f'{model_name!r} has no ViT image tower with patch tokens: its '
+        f'{type(visual).__name__} tower (e.g. the modified ResNet) gives a '
+        f'strided feature map, not one token per image patch; use a ViT '
+        f'open_clip model')
+
+
+def _timm_tower_projection(visual: nn.Module) -> Tuple[list, int]:
+    """The token-wise maps from a timm tower's width to the shared
+    embedding space, and the resulting dimension.
+
+    The trunk's own ``head`` when it is a ``Linear`` (EVA02-CLIP, PE-Core)
+    and open_clip's ``linear``/``mlp`` projection; attention pools (SigLIP's
+    MAP head) act on the pooled token only and are left out.
+    """
+    maps, dim = [], visual.trunk.num_features
+    head = visual.trunk.get_classifier()
+    if isinstance(head, nn.Linear):
+        maps.append(head)
+        dim = head.out_features
+    if len(visual.head):
+        maps.append(visual.head)
+        dim = [m for m in visual.head.modules()
+               if isinstance(m, nn.Linear)][-1].out_features
+    return maps, dim
+
+
 @MODELS.register_module()
-class CLIPTargetGenerator(BaseModule):
-    """Frozen CLIP image tower giving the per-patch targets (B, N, D).
+class CLIPTargetGenerator(FrozenTeacher):
+    """Frozen open_clip image tower giving the per-patch targets (B, N, D).
 
-    The target is the last block's patch tokens after CLIP's ``ln_post``,
-    multiplied by the visual projection (768 -> 512 for ViT-B/16), with the
-    class token dropped.
+    Any open_clip ViT tower, native or timm-based. The target is the last
+    block's patch tokens after the tower's last norm, prefix (class,
+    register) tokens dropped, and with ``projected=True`` mapped token-wise
+    into the shared image-text space where the tower has such a map:
 
-    Frozen for real: every parameter has ``requires_grad=False``; the tower
-    is held outside ``_modules``, so it is in no ``state_dict()`` (no
-    checkpoint carries it), in no ``parameters()`` (no optimizer sees it, no
-    ``find_unused_parameters`` is needed) and ``train()`` never reaches it;
-    ``.to()`` / ``.cuda()`` still move it. It runs under no-grad or
-    inference mode, optionally under autocast.
+    * native ViTs (OpenAI CLIP, LAION, DataComp, MetaCLIP, CLIPA, ...):
+      ``ln_post`` then ``@ visual.proj`` (768 -> 512 for ViT-B/16);
+    * EVA02-CLIP / EVA-CLIP, PE-Core: the timm trunk's ``norm``, then its
+      linear ``head`` (768 -> 512 for EVA02-B/16);
+    * SigLIP / SigLIP 2: the trunk's ``norm`` only (768 for B/16): their
+      attention-pool (MAP) head acts on the pooled token, there is no
+      token-wise projection, so ``projected`` changes nothing;
+    * timm ViT towers with open_clip's ``linear``/``mlp`` projection
+      (ViTamin-style configs): that projection, token-wise.
+
+    Refused with a message: ResNet (``RN50``...), ConvNeXt, Swin, FastViT
+    (MobileCLIP-S) towers, which give a strided feature map rather than one
+    token per patch, and CoCa's attention-pooled tower.
+
+    The frozen-for-real guarantees, ``input_norm``, ``autocast_dtype``,
+    ``inference_mode``, ``random_init_seed``, ``grid_match`` and
+    ``out_grid``: see :class:`FrozenTeacher`.
 
     Args:
-        model_name: open_clip model name, e.g. ``'ViT-B-16'``.
+        model_name: open_clip model name, e.g. ``'ViT-B-16-quickgelu'``
+            (OpenAI weights), ``'ViT-B-16-SigLIP2'``, ``'EVA02-B-16'``.
         pretrained: ``None`` (random weights, for tests and demos: the run
             says so), an open_clip tag such as ``'openai'`` (downloaded when
             online) or the path of a local checkpoint file (a full open_clip
@@ -94,21 +148,11 @@ class CLIPTargetGenerator(BaseModule):
             ``open_clip.create_model`` as keyword arguments), e.g.
             ``dict(vision_cfg=dict(width=64, layers=2, ...))`` for a tiny
             teacher in tests.
-        projected: multiply by ``visual.proj`` (default) or return the
-            ``ln_post`` tokens unprojected.
+        projected: map the tokens into the shared embedding space (see
+            above; default) or return the normed tokens unprojected.
         input_norm: ``'imagenet'`` (reference: the student's normalised view
-            as is) or ``'clip'`` (undo ``data_mean``/``data_std`` and
-            normalise with CLIP's own mean and std).
-        data_mean / data_std: the data preprocessor's normalisation (0-255
-            scale), used by ``input_norm='clip'``.
-        autocast_dtype: ``None`` (inherit the surrounding autocast, e.g. the
-            AMP optimizer wrapper's), ``'fp32'`` (autocast off), ``'bf16'``
-            or ``'fp16'``.
-        inference_mode: use ``torch.inference_mode`` (the output is cloned so
-            that it can be used in autograd); otherwise ``torch.no_grad``.
-        random_init_seed: seed of the random weights when
-            ``pretrained=None``, so that every process (and a resumed run)
-            gets the same teacher; the global RNG is left untouched.
+            as is), ``'clip'`` (OpenAI CLIP's mean/std) or ``'teacher'`` (the
+            pretrained tag's own, e.g. 0.5/0.5 for SigLIP).
         output_format: ``'patch_tokens'`` (default): the (B, N, D) patch
             targets. ``'tokens_attention'``: the tuple that MMPretrain's own
             ``CLIPGenerator`` returns and that its ``EVA`` and ``MILAN``
@@ -120,14 +164,21 @@ class CLIPTargetGenerator(BaseModule):
             ``ln_post`` sees every token and whose last block uses
             ``nn.MultiheadAttention`` (every plain open_clip ViT).
 
+    A pretrained tag is checked against the model before any download: an
+    activation (QuickGELU vs GELU), image size or mean/std that disagrees
+    with the tag's configuration raises, naming both settings.
+
     Examples:
-        >>> gen = CLIPTargetGenerator('ViT-B-16', pretrained=None)
+        >>> gen = CLIPTargetGenerator('ViT-B-16-quickgelu', pretrained=None)
         >>> gen(torch.randn(2, 3, 224, 224)).shape
         torch.Size([2, 196, 512])
+        >>> gen = CLIPTargetGenerator('ViT-B-16-SigLIP2', pretrained=None)
+        >>> gen(torch.randn(2, 3, 224, 224)).shape
+        torch.Size([2, 196, 768])
     """
 
     def __init__(self,
-                 model_name: str = 'ViT-B-16',
+                 model_name: str = 'ViT-B-16-quickgelu',
                  pretrained: Optional[str] = 'openai',
                  cache_dir: Optional[str] = None,
                  model_cfg: Optional[dict] = None,
@@ -139,48 +190,84 @@ class CLIPTargetGenerator(BaseModule):
                  inference_mode: bool = True,
                  random_init_seed: int = 0,
                  output_format: str = 'patch_tokens',
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f'input_norm must be one of {INPUT_NORMS}, got '
-                             f'{input_norm!r}')
+                 init_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(input_norm=input_norm, data_mean=data_mean,
+                         data_std=data_std, autocast_dtype=autocast_dtype,
+                         inference_mode=inference_mode,
+                         random_init_seed=random_init_seed,
+                         init_cfg=init_cfg, **kwargs)
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f'output_format must be one of {OUTPUT_FORMATS},'
                              f' got {output_format!r}')
-        if autocast_dtype not in AUTOCAST_DTYPES:
-            raise ValueError(f'autocast_dtype must be one of '
-                             f'{list(AUTOCAST_DTYPES)}, got {autocast_dtype!r}')
+        if output_format == 'tokens_attention' and self.grid_match:
+            raise ValueError("output_format='tokens_attention' works on the "
+                             'teacher grid as is; unset grid_match')
+        import open_clip
+        if model_name not in open_clip.list_models():
+            raise ValueError(f'model_name={model_name!r} is not an open_clip '
+                             f'model; see open_clip.list_models()')
         self.model_name, self.pretrained = model_name, pretrained
-        self.projected, self.input_norm = projected, input_norm
-        self.autocast_dtype = AUTOCAST_DTYPES[autocast_dtype]
-        self.inference_mode = inference_mode
-        self.output_format = output_format
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(random_init_seed)
-            visual = self._build_visual(model_name, pretrained, cache_dir,
-                                        dict(model_cfg or {}))
-        visual.requires_grad_(False)
-        visual.eval()
-        if output_format == 'tokens_attention':
-            self._check_attention_tower(visual, model_name)
-        # Outside _modules on purpose: see the class docstring.
-        self.__dict__['teacher'] = visual
+        self.projected, self.output_format = projected, output_format
+        self.model_cfg = dict(model_cfg or {})
+        self.tag = (pretrained if pretrained is not None
+                    and not looks_like_path(pretrained) else None)
+        self.tag_cfg = self._check_tag() if self.tag else None
 
-        mean, std = torch.tensor(data_mean), torch.tensor(data_std)
-        clip_mean, clip_std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
-        # x_clip = x * scale + shift, from the student's normalised view.
-        scale = std / 255.0 / clip_std
-        shift = (mean / 255.0 - clip_mean) / clip_std
-        self.register_buffer('renorm_scale', scale.view(1, 3, 1, 1), False)
-        self.register_buffer('renorm_shift', shift.view(1, 3, 1, 1), False)
+        def build() -> nn.Module:
+            visual = self._build_visual(model_name, pretrained, cache_dir,
+                                        self.model_cfg)
+            self.kind = _tower_kind(visual, model_name)
+            return visual
+
+        self._freeze(build)
+        if self.kind == 'native':
+            self.teacher.output_tokens = True
+            self._maps, self._dim = [], None
+        else:
+            self._maps, self._dim = _timm_tower_projection(self.teacher)
+        if output_format == 'tokens_attention':
+            self._check_attention_tower(self.teacher, model_name)
+
+    def _check_tag(self) -> Optional[dict]:
+        """Compare the tag's configuration with the model to be built;
+        raise naming both settings (no download happens before)."""
+        import open_clip
+        from open_clip.model import CLIPVisionCfg
+        cfg = open_clip.get_pretrained_cfg(self.model_name, self.tag)
+        if not cfg:
+            return None  # not a tag: create_model says so, with the list
+        base = copy.deepcopy(open_clip.get_model_config(self.model_name))
+        built = dict(base, **self.model_cfg)
+        vision = dict(built.get('vision_cfg', {}))
+        if built.get('force_quick_gelu'):  # create_model's own overrides
+            built['quick_gelu'] = True
+        if built.get('force_image_size') is not None:
+            vision['image_size'] = built['force_image_size']
+        source = f'open_clip {self.model_name!r} pretrained={self.tag!r}'
+        timm_tower = bool(vision.get('timm_model_name'))
+        tag_gelu = 'QuickGELU' if cfg.get('quick_gelu') else 'GELU'
+        built_gelu = ('QuickGELU' if built.get('quick_gelu') and not
+                      timm_tower else 'GELU')
+        other = (f'{self.model_name}-quickgelu' if tag_gelu == 'QuickGELU'
+                 else self.model_name.replace('-quickgelu', ''))
+        check_tag_agrees(
+            source, 'activation', tag_gelu, built_gelu,
+            f'use model_name={other!r} (and no quick_gelu in model_cfg)')
+        default = CLIPVisionCfg.image_size
+        size = base['vision_cfg'].get('image_size', default)
+        check_tag_agrees(
+            source, 'image_size', size, vision.get('image_size', default),
+            'drop the image_size override (or pick the model name built '
+            "for that size); to feed the teacher another size use "
+            "grid_match='resize_input'")
+        self._check_tag_norm(source, (cfg['mean'], cfg['std']))
+        return cfg
 
     @staticmethod
     def _build_visual(model_name: str, pretrained: Optional[str],
                       cache_dir: Optional[str], model_cfg: dict) -> nn.Module:
         import open_clip
-        if model_name not in open_clip.list_models():
-            raise ValueError(f'model_name={model_name!r} is not an open_clip '
-                             f'model; see open_clip.list_models()')
         if pretrained is None:
             print_log(
                 f'CLIPTargetGenerator: the {model_name} teacher is RANDOMLY '
@@ -189,7 +276,7 @@ class CLIPTargetGenerator(BaseModule):
                 f'real training.', logger='current', level=30)
             model = open_clip.create_model(model_name, pretrained=None,
                                            **model_cfg)
-        elif _looks_like_path(pretrained):
+        elif looks_like_path(pretrained):
             model = open_clip.create_model(model_name, pretrained=None,
                                            **model_cfg)
             _load_visual_weights(model, pretrained, model_name)
@@ -206,13 +293,7 @@ class CLIPTargetGenerator(BaseModule):
                     f'for {model_name!r} ({type(err).__name__}: {err}). '
                     f'Offline? ' + HOW_TO_GET.format(model=model_name)
                 ) from err
-        visual = model.visual
-        if not hasattr(visual, 'output_tokens') or not hasattr(
-                visual, 'ln_post'):
-            raise ValueError(f'{model_name!r} has no ViT image tower with '
-                             f'patch tokens; use a ViT open_clip model')
-        visual.output_tokens = True
-        return visual
+        return model.visual
 
     @staticmethod
     def _check_attention_tower(visual: nn.Module, model_name: str) -> None:
@@ -228,47 +309,83 @@ class CLIPTargetGenerator(BaseModule):
                 f'every token, no attention pooling); {model_name!r} is not')
 
     @property
+    def patch_size(self) -> Tuple[int, int]:
+        if self.kind == 'timm':
+            return trunk_patch_size(self.teacher.trunk)
+        return tuple(self.teacher.patch_size)
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        if self.kind == 'timm':
+            return trunk_input_size(self.teacher.trunk)
+        return tuple(self.teacher.image_size)
+
+    @property
     def out_dim(self) -> int:
         """D: the target dimension."""
+        if self.kind == 'timm':
+            return self._dim if self.projected else \
+                self.teacher.trunk.num_features
         proj = getattr(self.teacher, 'proj', None)
         if self.projected and proj is not None:
             return proj.shape[1]
         return self.teacher.ln_post.normalized_shape[0]
 
     @property
-    def num_patches(self) -> int:
-        grid = self.teacher.grid_size
-        return grid[0] * grid[1]
+    def in_joint_space(self) -> bool:
+        """Whether the targets are mapped into the shared image-text space
+        (a token-wise projection applied: not for SigLIP, whose patch
+        tokens never pass its pooling head)."""
+        if not self.projected:
+            return False
+        if self.kind == 'native':
+            return self.teacher.proj is not None
+        return bool(self._maps)
 
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
-        return self
+    def _own_norm(self):
+        import open_clip
+        if self.tag_cfg:
+            return tuple(self.tag_cfg['mean']), tuple(self.tag_cfg['std'])
+        norms = [(tuple(c['mean']), tuple(c['std'])) for c in (
+            open_clip.get_pretrained_cfg(self.model_name, t)
+            for t in open_clip.list_pretrained_tags_by_model(
+                self.model_name))]
+        norm = agreed_norm(norms) if norms else None
+        if norm is None:
+            raise ValueError(
+                f"input_norm='teacher': the pretrained tags of "
+                f'{self.model_name!r} do not give one mean/std; set '
+                f'teacher_mean and teacher_std (0-1 scale)')
+        return norm
 
-    def train(self, mode: bool = True) -> 'CLIPTargetGenerator':
-        super().train(mode)
-        self.teacher.eval()  # frozen: always eval
-        return self
+    def _set_input_size(self, size: Tuple[int, int]) -> None:
+        visual = self.teacher
+        if hasattr(visual, 'set_input_size'):  # timm towers
+            visual.set_input_size(size)
+            return
+        from timm.layers import resample_abs_pos_embed
+        patch = tuple(visual.patch_size)
+        new_grid = (size[0] // patch[0], size[1] // patch[1])
+        pos = resample_abs_pos_embed(
+            visual.positional_embedding.data.unsqueeze(0), new_size=new_grid,
+            old_size=tuple(visual.grid_size), num_prefix_tokens=1)
+        visual.positional_embedding = nn.Parameter(pos.squeeze(0))
+        visual.grid_size, visual.image_size = new_grid, tuple(size)
 
-    def init_weights(self) -> None:
-        """Nothing to initialise: the teacher is loaded, never re-inited."""
-
-    def _autocast(self, device_type: str):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        if self.autocast_dtype == torch.float32:
-            return torch.autocast(device_type, enabled=False)
-        return torch.autocast(device_type, dtype=self.autocast_dtype)
-
-    def _targets(self, x: Tensor) -> Tensor:
-        if self.input_norm == 'clip':
-            x = x * self.renorm_scale.to(x.dtype) + self.renorm_shift.to(
-                x.dtype)
-        with self._autocast(x.device.type):
-            _, tokens = self.teacher(x)  # (B, N, width) after ln_post
-            if self.projected and self.teacher.proj is not None:
-                tokens = tokens @ self.teacher.proj
-        return tokens.float()
+    def _patch_tokens(self, x: Tensor) -> Tensor:
+        if self.kind == 'timm':
+            tokens = timm_patch_tokens(self.teacher.trunk, x)
+            if self.projected:
+                for layer in self._maps:
+                    tokens = layer(tokens)
+            return tokens
+        out = self.teacher.forward_intermediates(
+            x, indices=1, normalize_intermediates=True,
+            intermediates_only=True, output_fmt='NLC')
+        tokens = out['image_intermediates'][-1]  # (B, N, width), ln_post
+        if self.projected and self.teacher.proj is not None:
+            tokens = tokens @ self.teacher.proj
+        return tokens
 
     def _tokens_attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """(B, 1 + N, D) tokens with the class token, (B, 1 + N, 1 + N)
@@ -306,20 +423,9 @@ class CLIPTargetGenerator(BaseModule):
             return self._tokens_attention(x)
         return self._targets(x)
 
-    def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, Tensor]]:
-        """(B, 3, H, W) normalised images -> (B, N, D) float32 targets, or
-        the ``(tokens, attention)`` tuple (see ``output_format``)."""
-        if self.inference_mode:
-            with torch.inference_mode():
-                out = self._output(x)
-            if isinstance(out, tuple):
-                return tuple(o.clone() for o in out)
-            return out.clone()
-        with torch.no_grad():
-            return self._output(x)
-
     def extra_repr(self) -> str:
         return (f'model_name={self.model_name!r}, pretrained='
                 f'{self.pretrained!r}, projected={self.projected}, '
                 f'input_norm={self.input_norm!r}, out_dim={self.out_dim}, '
-                f'output_format={self.output_format!r}')
+                f'output_format={self.output_format!r}, '
+                f'grid={grid_str(self.grid)}')

@@ -1,0 +1,19 @@
+# Food-101 fine-tuning of a DTM ViT-B/16 (101 classes, MMPretrain's
+# Food101 dataset, 'train' to train, 'test' to test): the ImageNet-1K
+# fine-tuning recipe, inherited unchanged from
+# vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py (model, augmentation,
+# optimizer, layer decay, schedule, converted backbone); only the number of
+# classes and the data change. Sources of every number: configs/dtm/README.md.
+_base_ = ['./vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py']
+
+num_classes = 101
+data_root = 'data/food-101'
+model = dict(
+    data_preprocessor=dict(num_classes=num_classes),
+    head=dict(num_classes=num_classes))
+
+train_dataloader = dict(
+    dataset=dict(type='Food101', data_root=data_root, split='train'))
+val_dataloader = dict(
+    dataset=dict(type='Food101', data_root=data_root, split='test'))
+test_dataloader = val_dataloader
