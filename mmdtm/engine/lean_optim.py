@@ -10,15 +10,17 @@ whose hyper-parameters are equal (pre-training: decay and no decay;
 layer decay: one per (layer, decay)), and pick the optimizer's fastest
 implementation for the parameters' device: ``fused=True`` where torch has
 fused kernels (CUDA, and CPU for AdamW), else ``foreach=True`` (both only
-when the optimizer class takes them and the config does not choose itself). Gradient clipping by norm gets
-``foreach=True`` unless the config says otherwise.
+when the optimizer class takes them and the config does not choose itself).
+Gradient clipping by norm gets ``foreach=True`` unless the config says
+otherwise.
 
 Merged groups keep every hyper-parameter of the groups they merge, set
 explicitly; they drop the per-parameter ``param_name`` (listing their
 parameters' names under ``param_names`` instead) and MMEngine's records
-``lr_mult`` / ``decay_mult`` of how lr and weight decay were derived. Optimizer state dicts of a grouped optimizer have
-fewer groups than those of an ungrouped one, so a checkpoint written with one
-cannot resume the optimizer of the other.
+``lr_mult`` / ``decay_mult`` of how lr and weight decay were derived.
+Optimizer state dicts of a grouped optimizer have fewer groups than those of
+an ungrouped one, so a checkpoint written with one cannot resume the
+optimizer of the other.
 """
 import inspect
 from typing import Any, Dict, Hashable, List, Optional, Sequence
@@ -169,7 +171,8 @@ class _LeanMixin:
             return
         built: List[dict] = []
         super().add_params(built, module, prefix=prefix, **kwargs)
-        defaults = optimizer_defaults(self._optimizer_cls(), self.optimizer_cfg)
+        defaults = optimizer_defaults(self._optimizer_cls(),
+                                      self.optimizer_cfg)
         params.extend(merge_param_groups(built, defaults))
 
     def _optimizer_cls(self) -> type:
@@ -182,7 +185,8 @@ class _LeanMixin:
     def __call__(self, model: nn.Module) -> OptimWrapper:
         inner = model.module if hasattr(model, 'module') else model
         devices = {p.device for p in inner.parameters()}
-        kernels = fast_kernel_kwargs(self._optimizer_cls(), sorted(devices, key=str),
+        kernels = fast_kernel_kwargs(self._optimizer_cls(),
+                                     sorted(devices, key=str),
                                      self.optimizer_cfg)
         clip = self.optim_wrapper_cfg.get('clip_grad')
         saved = self.optimizer_cfg, self.optim_wrapper_cfg

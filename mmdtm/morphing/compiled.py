@@ -56,7 +56,8 @@ def _plan(metric: Tensor, r, iters: int, max_rounds: int,
     """(plan (K, 2), perms or None) on ``metric``'s device; None when the
     schedule merges nothing."""
     if metric.dim() != 3:
-        raise ValueError(f'metric must be (B, N, C), got {tuple(metric.shape)}')
+        raise ValueError(f'metric must be (B, N, C), got '
+                         f'{tuple(metric.shape)}')
     rounds = _round_reductions(r, iters)
     if not any(rounds):
         return None

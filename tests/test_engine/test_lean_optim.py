@@ -62,7 +62,8 @@ def _compare(model: nn.Module, optim_cfg: dict) -> tuple:
     cfg = dict(copy.deepcopy(optim_cfg), type='OptimWrapper')
     cfg.pop('loss_scale', None)
     grouped = build_optim_wrapper(model, cfg).optimizer
-    ungrouped = build_optim_wrapper(model, _ungrouped_cfg(model, cfg)).optimizer
+    ungrouped = build_optim_wrapper(model,
+                                    _ungrouped_cfg(model, cfg)).optimizer
     ours, ref = _per_param(grouped), _per_param(ungrouped)
     assert ours.keys() == ref.keys()
     names = {id(p): n for n, p in model.named_parameters()}

@@ -55,7 +55,8 @@ def test_static_keeps_ties_and_full_size():
     ones = torch.ones(2, 10, 4)
     assert torch.equal(_static(ones, [100] * 5, 6, True, 'alternate'),
                        bipartite_partition(ones, 100, 5))
-    metric = torch.randn(2, 196, 32, generator=torch.Generator().manual_seed(7))
+    metric = torch.randn(2, 196, 32,
+                         generator=torch.Generator().manual_seed(7))
     assert torch.equal(_static(metric, [7] * 14, 14, True, 'alternate'),
                        bipartite_partition(metric, 7, 14))
 
