@@ -9,7 +9,19 @@ start, whose rows are merged every round alongside the size-weighted
 features, and group means through two batched matmuls per side
 (sums = S @ x, then S^T @ (sums / sizes)).
 
-Both arms are checked to give the same group means before anything is timed.
+"gram": ours with ``method='gram'`` (the slots' Gram matrix once, then
+per-round block gathers and merged-row / column updates; opt-in, see
+``bipartite_partition``).
+
+"compiled": the static-shape level (``compiled_morph``: partition and both
+group means in one ``torch.compile`` region; every schedule runs max(k)
+rounds, r = 0 ones as no-ops, so one graph per input shape serves every k).
+It prints how many times it recompiled over the timed schedules, and the
+top-level operator calls (``torch.profiler``) of one ``DTMLoss`` forward +
+backward at the costliest schedule (B = --ops-batch, default 64, m = N,
+k = max(--iters) on both levels), eager and compiled.
+
+The arms are checked to give the same group means before anything is timed.
 Each configuration (batch B, rounds k) uses r = ceil(N / 2 / k) merges per
 round, so about half of the tokens are merged whatever k.
 
@@ -20,16 +32,19 @@ Example::
 """
 import argparse
 import math
+import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 import common  # noqa: I100  (benchmarks/common.py, next to this script)
-from mmdtm.morphing import bipartite_partition, group_mean, realised_groups
+from mmdtm.morphing import (MorphLevel, bipartite_partition, compiled_morph,
+                            group_mean, level_rounds, realised_groups)
 
 GOAL_SPEEDUP = 3.0  # ours at least 3x faster at the largest batch
 GOAL_MEM_FRACTION = 0.1  # and at most a tenth of the dense peak memory
+GOAL_OPS = 100  # compiled: top-level operator calls per loss fwd + bwd
 
 
 # --------------------------------------------------------------- dense arm
@@ -103,6 +118,69 @@ def our_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
             group_mean(teacher, groups, num_groups=g))
 
 
+def gram_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
+             ) -> Tuple[Tensor, Tensor]:
+    """Ours with ``method='gram'``: the slots' Gram matrix once, per-round
+    block gathers and merged-row and column updates."""
+    groups = bipartite_partition(teacher, list(rounds), len(rounds),
+                                 method='gram')
+    g = realised_groups(teacher.shape[1], rounds)
+    return (group_mean(student, groups, num_groups=g),
+            group_mean(teacher, groups, num_groups=g))
+
+
+def compiled_arm(max_rounds: int) -> Callable:
+    """The static-shape level through ``torch.compile``
+    (``compiled_morph``): every schedule runs ``max_rounds`` rounds, so one
+    graph per input shape serves every k."""
+    def arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
+            ) -> Tuple[Tensor, Tensor]:
+        _, u, v = compiled_morph(student, teacher, list(rounds), len(rounds),
+                                 max_rounds)
+        return u, v
+    return arm
+
+
+def dynamo_graphs() -> int:
+    """Graphs dynamo has compiled so far in this process."""
+    from torch._dynamo.utils import counters
+    return int(counters['stats']['unique_graphs'])
+
+
+def count_top_level_ops(fn: Callable, device: torch.device) -> int:
+    """Operator calls ``fn()`` dispatches at the top level (torch.profiler
+    events without a parent, autograd's included); a compiled region counts
+    once per call. ``fn`` runs twice first (compilation, warm caches)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    fn()
+    common.sync(device)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+        common.sync(device)
+    return sum(1 for e in prof.events() if e.cpu_parent is None)
+
+
+def loss_step(n: int, c: int, k: int, batch: int, device: torch.device,
+              seed: int, compile: bool) -> Callable:
+    """One ``DTMLoss`` forward + backward (two levels of up to k rounds, as
+    the default config with k = 14) at the costliest schedule, m = N merges
+    in k rounds on both levels."""
+    from mmdtm.models import DTMLoss
+    loss = DTMLoss(max_merge=[n, n], max_iters=[k, k], seed=0,
+                   compile=compile)
+    levels = [MorphLevel(n, k, level_rounds(n, k, 'merge', guard_n=n,
+                                             num_tokens=n))] * 2
+    student, teacher = make_tokens(batch, n, c, c, device, seed)
+
+    def run():
+        x = student.detach().requires_grad_(True)
+        value, _ = loss.compute(x, teacher, levels=levels)
+        value.backward()
+        return x.grad
+    return run
+
+
 # ------------------------------------------------------------------ inputs
 def make_tokens(batch: int, n: int, c: int, d: int, device: torch.device,
                 seed: int) -> Tuple[Tensor, Tensor]:
@@ -148,6 +226,21 @@ def check_same(student: Tensor, teacher: Tensor,
     return err
 
 
+def check_compiled(arm: Callable, student: Tensor, teacher: Tensor,
+                   rounds: Sequence[int], grad: bool) -> float:
+    """Max abs difference of an arm's (compiled, gram) group means from ours
+    (in the grad mode the arm is timed in: a graph per mode)."""
+    with torch.set_grad_enabled(grad):
+        u_c, v_c = arm(student.detach().requires_grad_(grad), teacher, rounds)
+    with torch.no_grad():
+        u_o, v_o = our_arm(student, teacher, rounds)
+    err = max(float((u_c - u_o).abs().max()), float((v_c - v_o).abs().max()))
+    if not err <= 1e-4 * max(1.0, float(teacher.abs().max())):
+        raise SystemExit(f'an arm and ours disagree: max |diff| = '
+                         f'{err:.3g} for rounds={list(rounds)}')
+    return err
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--batch', type=int, nargs='+', default=[8, 64],
@@ -164,6 +257,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'k) (default 0.5)')
     parser.add_argument('--backward', action='store_true',
                         help='include the student-side backward')
+    parser.add_argument('--compile-backend', default='inductor',
+                        help="torch.compile backend of the compiled arm "
+                        "(default inductor; 'eager' checks graph capture "
+                        "without code generation)")
+    parser.add_argument('--ops-batch', type=int, default=64,
+                        help='batch of the operator count (default 64)')
+    parser.add_argument('--no-compiled', action='store_true',
+                        help='leave out the compiled arm (torch.compile of '
+                        'the static-shape level) and the op counts')
     parser.add_argument('--mem-repeats', type=int, default=3,
                         help='peak-memory measurements per arm (median)')
     parser.add_argument('--profile', type=int, default=0, metavar='ROWS',
@@ -191,15 +293,39 @@ def main(argv=None) -> None:
           f"{'forward + student backward' if args.backward else 'forward'}")
 
     rows: List[Dict[str, object]] = []
+    use_compiled = not args.no_compiled
+    from mmdtm.morphing import compiled
+    compiled.BACKEND = args.compile_backend
+    if use_compiled and device.type == 'cpu':
+        # no pool of compile workers competing with the timed arms
+        import torch._inductor.config as inductor_config
+        inductor_config.compile_threads = 1
+    recompiles, compile_s = 0, {}
+    comp = compiled_arm(max(args.iters))
     for batch in args.batch:
         student, teacher = make_tokens(batch, n, c, c, device, args.seed)
         grad = torch.randn(batch, n, c, device=device)
+        graphs_before = dynamo_graphs()
         for k in args.iters:
             r = math.ceil(n * args.merge_fraction / k)
             rounds = [r] * k
             err = check_same(student, teacher, rounds)
+            named = [('ours', our_arm), ('dense', dense_arm),
+                     ('gram', gram_arm)]
+            err = max(err, check_compiled(gram_arm, student, teacher, rounds,
+                                          False))
+            if use_compiled:
+                named.append(('compiled', comp))
+                if batch not in compile_s:  # the first call compiles
+                    start = time.perf_counter()
+                    (with_backward(comp, student, teacher, rounds, grad)
+                     if args.backward else
+                     (lambda: _no_grad(comp, student, teacher, rounds)))()
+                    compile_s[batch] = time.perf_counter() - start
+                err = max(err, check_compiled(comp, student, teacher, rounds,
+                                              args.backward))
             arms = {}
-            for name, arm in (('ours', our_arm), ('dense', dense_arm)):
+            for name, arm in named:
                 if args.backward:
                     arms[name] = with_backward(arm, student, teacher, rounds,
                                                grad)
@@ -216,12 +342,17 @@ def main(argv=None) -> None:
             }
             t_ours, t_dense = (common.median(times[a]) for a in
                                ('ours', 'dense'))
+            t_comp = (common.median(times['compiled']) if use_compiled
+                      else float('nan'))
+            t_gram = common.median(times['gram'])
             row = dict(
                 batch=batch, tokens=n, channels=c, iters=k, r=r,
                 groups=realised_groups(n, rounds), max_abs_diff=err,
                 ours_ms=1e3 * t_ours, dense_ms=1e3 * t_dense,
                 speedup=t_dense / t_ours,
                 speedup_min=min(times['dense']) / min(times['ours']),
+                compiled_ms=1e3 * t_comp, compiled_speedup=t_dense / t_comp,
+                gram_ms=1e3 * t_gram, gram_speedup=t_dense / t_gram,
                 ours_mib=mem['ours'], dense_mib=mem['dense'],
                 mem_fraction=(mem['ours'] / mem['dense']
                               if mem['dense'] > 0 else float('nan')),
@@ -229,15 +360,24 @@ def main(argv=None) -> None:
             rows.append(row)
             print(f"  B={batch} k={k} r={r}: ours {row['ours_ms']:.2f} ms, "
                   f"dense {row['dense_ms']:.2f} ms, x{row['speedup']:.2f}; "
-                  f"{mem['ours']:.1f} vs {mem['dense']:.1f} MiB", flush=True)
+                  f"{mem['ours']:.1f} vs {mem['dense']:.1f} MiB"
+                  + f"; gram {row['gram_ms']:.2f} ms"
+                  + (f"; compiled {row['compiled_ms']:.2f} ms"
+                     if use_compiled else ''), flush=True)
+        if use_compiled:
+            # one graph per input shape: every further one is a recompile
+            recompiles += max(0, dynamo_graphs() - graphs_before - 1)
 
     print()
     common.print_table(
         ['B', 'k', 'r', 'groups', 'ours ms', 'dense ms', 'speed-up (dense/ours)',
-         'of fastest', 'ours MiB', 'dense MiB', 'memory (ours/dense)'],
+         'of fastest', 'gram ms', 'speed-up (dense/gram)', 'compiled ms',
+         'speed-up (dense/compiled)', 'ours MiB', 'dense MiB',
+         'memory (ours/dense)'],
         [[r['batch'], r['iters'], r['r'], r['groups'], r['ours_ms'],
-          r['dense_ms'], r['speedup'], r['speedup_min'], r['ours_mib'],
-          r['dense_mib'], r['mem_fraction']] for r in rows],
+          r['dense_ms'], r['speedup'], r['speedup_min'], r['gram_ms'],
+          r['gram_speedup'], r['compiled_ms'], r['compiled_speedup'],
+          r['ours_mib'], r['dense_mib'], r['mem_fraction']] for r in rows],
         title=f'N={n}, C=D={c}, median of {args.repeats} interleaved '
         f'repetitions after {args.warmup} warm-up, peak memory above the '
         f'inputs ({"CUDA allocator" if device.type == "cuda" else "RSS"})')
@@ -256,11 +396,36 @@ def main(argv=None) -> None:
     max_mem = max(r['mem_fraction'] for r in at_big)
     summary['goal_speedup'] = ('met' if min_speed >= GOAL_SPEEDUP else
                                'missed')
+    for r in rows:
+        summary[f"gram_speedup_B{r['batch']}_k{r['iters']}"] = \
+            r['gram_speedup']
+    ops = {}
+    if use_compiled:
+        for r in rows:
+            summary[f"compiled_speedup_B{r['batch']}_k{r['iters']}"] = \
+                r['compiled_speedup']
+        summary['compiled_recompiles'] = recompiles
+        for name, flag in (('eager', False), ('compiled', True)):
+            ops[name] = count_top_level_ops(
+                loss_step(n, c, max(args.iters), args.ops_batch, device,
+                          args.seed, flag), device)
+            summary[f'ops_per_step_{name}'] = ops[name]
+        summary['goal_ops_compiled'] = ('met' if ops['compiled'] <=
+                                        GOAL_OPS else 'missed')
+        print(f"\ncompiled arm: {recompiles} recompilations over the timed "
+              f"schedules (one graph per input shape; first call "
+              + ', '.join(f'B={b}: {t:.0f} s' for b, t in compile_s.items())
+              + f"); DTMLoss forward + backward at B={args.ops_batch}, m=N, "
+              f"k={max(args.iters)} on both "
+              f"levels: {ops['eager']} top-level operator calls eager, "
+              f"{ops['compiled']} compiled")
     summary['goal_memory'] = ('met' if max_mem <= GOAL_MEM_FRACTION else
                               'missed' if max_mem == max_mem else 'n/a')
     common.finish('morphing', summary,
                   dict(machine=info, args=vars(args), rows=rows,
+                       compile_s=compile_s, ops_per_step=ops,
                        goals=dict(speedup_at_least=GOAL_SPEEDUP,
+                                  ops_per_step_compiled_at_most=GOAL_OPS,
                                   memory_fraction_at_most=GOAL_MEM_FRACTION,
                                   batch=big)),
                   args.json)

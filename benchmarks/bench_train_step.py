@@ -65,11 +65,29 @@ def build_model(model_key: str, device: torch.device):
     return MODELS.build(cfg.model).to(device).train(), cfg
 
 
+# the constructor each lean one extends: one parameter group per parameter,
+# single-tensor AdamW and clipping (what the configs used before)
+UNGROUPED = {'LeanOptimWrapperConstructor': 'DefaultOptimWrapperConstructor',
+             'LeanLayerDecayOptimWrapperConstructor':
+             'BackboneLayerDecayOptimWrapperConstructor'}
+
+
 def build(model_key: str, device: torch.device, amp: str):
-    """(model, optim_wrapper) from the config, teacher weights random."""
-    from mmengine.optim import build_optim_wrapper
+    """(model, optim_wrapper, per-parameter optim_wrapper) from the config,
+    teacher weights random."""
     model, cfg = build_model(model_key, device)
-    optim_cfg = copy.deepcopy(cfg.optim_wrapper)
+    return (model, build_wrapper(model, cfg.optim_wrapper, amp),
+            build_wrapper(model, cfg.optim_wrapper, amp, ungrouped=True))
+
+
+def build_wrapper(model, optim_wrapper_cfg, amp: str, ungrouped=False):
+    """The config's optimizer wrapper; with ``ungrouped`` the constructor it
+    extends instead (a group per parameter, single-tensor kernels)."""
+    from mmengine.optim import build_optim_wrapper
+    optim_cfg = copy.deepcopy(optim_wrapper_cfg)
+    if ungrouped:
+        optim_cfg.constructor = UNGROUPED.get(
+            optim_cfg.get('constructor'), optim_cfg.get('constructor'))
     if amp == 'none':
         optim_cfg.type = 'OptimWrapper'
         optim_cfg.pop('loss_scale', None)
@@ -78,7 +96,7 @@ def build(model_key: str, device: torch.device, amp: str):
         optim_cfg.dtype = {'bf16': 'bfloat16', 'fp16': 'float16'}[amp]
         if amp == 'bf16':
             optim_cfg.pop('loss_scale', None)
-    return model, build_optim_wrapper(model, optim_cfg)
+    return build_optim_wrapper(model, optim_cfg)
 
 
 def schedules(kind: str, count: int, seed: int, num_tokens: int,
@@ -121,20 +139,51 @@ class Cycle:
         return self.fn(item)
 
 
+def bench_optimizer(model, wrappers: Dict, img, mask, device, args) -> Dict:
+    """Seconds of clip + step (``optim_wrapper.step()``) per wrapper, on
+    gradients of one real backward; interleaved like the steps."""
+    loss_module = model.head.loss_module
+    with next(iter(wrappers.values())).optim_context(model):
+        pred = model.neck(model.backbone(img, mask))
+        target = model.target_generator(img)
+        loss, _ = loss_module.compute(
+            pred, target, mask, levels=identity_levels(loss_module.num_levels))
+    loss.backward()
+    arms = {name: wrapper.step for name, wrapper in wrappers.items()}
+    return common.time_interleaved(arms, device, args.repeats,
+                                   max(args.warmup, 1))
+
+
 def bench_model(model_key: str, args, device: torch.device) -> Dict:
     from mmdtm.morphing import realised_groups
-    model, optim_wrapper = build(model_key, device, args.amp)
-    loss_module = model.head.loss_module
-    n = model.num_tokens
-    h, w = model.backbone.patch_resolution
+    model, optim_wrapper, per_param = build(model_key, device, args.amp)
     g = torch.Generator().manual_seed(args.seed)
+    h, w = model.backbone.patch_resolution
+    n = model.num_tokens
     img = torch.randn(args.batch, 3, h * 16, w * 16, generator=g).to(device)
-    # block-free random masks with the reference's 75 of 196 masked patches
     num_masked = round(n * 75 / 196)
     keys = torch.rand(args.batch, n, generator=g)
     mask = torch.zeros(args.batch, n, dtype=torch.bool)
     mask.scatter_(1, keys.argsort(1)[:, :num_masked], True)
     mask = mask.view(args.batch, h, w).to(device)
+    optim_times = bench_optimizer(
+        model, {'lean': optim_wrapper, 'per_param': per_param}, img, mask,
+        device, args)
+    optim = dict(
+        optim_groups_lean=len(optim_wrapper.optimizer.param_groups),
+        optim_groups_per_param=len(per_param.optimizer.param_groups),
+        optim_lean_ms=1e3 * common.median(optim_times['lean']),
+        optim_per_param_ms=1e3 * common.median(optim_times['per_param']),
+        optim_speedup=(common.median(optim_times['per_param']) /
+                       common.median(optim_times['lean'])),
+        optim_speedup_min=(min(optim_times['per_param']) /
+                           min(optim_times['lean'])),
+        optim_times_s=optim_times)
+    del per_param
+    optim_wrapper.zero_grad()
+    if args.optimizer_only:
+        return dict(model=model_key, batch=args.batch, **optim)
+    loss_module = model.head.loss_module
 
     def step(levels):
         # DTM.loss, line by line, with a fixed schedule, then the update
@@ -201,7 +250,7 @@ def bench_model(model_key: str, args, device: torch.device) -> Dict:
                      min(times['plain'])),
         images_per_s_plain=args.batch / t_p,
         final_loss=last_loss, loss_finite=math.isfinite(last_loss),
-        times_s=times, loss_times_s=loss_times)
+        times_s=times, loss_times_s=loss_times, **optim)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -217,6 +266,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--schedule', default='expected',
                         choices=['expected', 'max', 'drawn'],
                         help='morphing schedule of the morph arm')
+    parser.add_argument('--optimizer-only', action='store_true',
+                        help='time only the optimizer part (clip + step), '
+                        'lean against per-parameter groups')
     parser.add_argument('--mem-repeats', type=int, default=1,
                         help='peak-memory measurements per arm (median)')
     common.add_common_args(parser, repeats=5, warmup=1)
@@ -239,36 +291,58 @@ def main(argv=None) -> None:
     for key in args.models:
         row = bench_model(key, args, device)
         rows.append(row)
-        print(f"  {key}: morph {row['morph_ms']:.0f} ms, plain "
-              f"{row['plain_ms']:.0f} ms, ratio {row['step_ratio']:.3f}; "
-              f"loss alone +{row['morph_extra_ms']:.1f} ms", flush=True)
+        print(f"  {key}: clip + step {row['optim_lean_ms']:.1f} ms in "
+              f"{row['optim_groups_lean']} groups against "
+              f"{row['optim_per_param_ms']:.1f} ms in "
+              f"{row['optim_groups_per_param']}", flush=True)
+        if not args.optimizer_only:
+            print(f"  {key}: morph {row['morph_ms']:.0f} ms, plain "
+                  f"{row['plain_ms']:.0f} ms, ratio {row['step_ratio']:.3f}; "
+                  f"loss alone +{row['morph_extra_ms']:.1f} ms", flush=True)
     print()
     common.print_table(
-        ['student', 'B', 'morph step ms', 'plain step ms',
-         'step ratio (morph/plain)', 'ratio of fastest', 'morph MiB',
-         'plain MiB', 'memory ratio', 'loss fwd+bwd morph ms',
-         'loss plain ms', 'morphing share of step (fastest)'],
-        [[r['model'], r['batch'], r['morph_ms'], r['plain_ms'],
-          r['step_ratio'], r['step_ratio_min'], r['morph_mib'],
-          r['plain_mib'], r['mem_ratio'], r['loss_morph_ms'],
-          r['loss_plain_ms'], f"{100 * r['morph_share']:.2f} %"]
-         for r in rows],
-        title=f"schedule {args.schedule} "
-        f"(groups per level {rows[0]['groups_per_level'] if args.schedule != 'drawn' else 'drawn'}"
-        f"), median of {args.repeats} interleaved repetitions after "
-        f"{args.warmup} warm-up; peak memory of a step above the model and "
-        f"optimizer state ({'CUDA allocator' if device.type == 'cuda' else 'RSS'})")
+        ['student', 'B', 'groups (lean)', 'clip + step lean ms',
+         'groups (per parameter)', 'clip + step per-parameter ms',
+         'speed-up (per-parameter / lean)', 'of fastest'],
+        [[r['model'], r['batch'], r['optim_groups_lean'], r['optim_lean_ms'],
+          r['optim_groups_per_param'], r['optim_per_param_ms'],
+          r['optim_speedup'], r['optim_speedup_min']] for r in rows],
+        title=f'the optimizer part: gradient clipping + AdamW step '
+        f'(optim_wrapper.step()), the configs\' lean constructors against '
+        f'the ungrouped constructors they extend, median of {args.repeats} '
+        f'interleaved repetitions')
     summary: Dict[str, object] = {}
     for r in rows:
-        summary[f"step_ratio_{r['model']}"] = r['step_ratio']
-    for r in rows:
-        summary[f"step_ratio_min_{r['model']}"] = r['step_ratio_min']
-    for r in rows:
-        summary[f"mem_ratio_{r['model']}"] = r['mem_ratio']
-    for r in rows:
-        summary[f"morph_share_{r['model']}"] = r['morph_share']
-    summary['goal_step_ratio'] = ('met' if max(r['step_ratio'] for r in rows)
-                                  <= GOAL_RATIO else 'missed')
+        summary[f"optim_speedup_{r['model']}"] = r['optim_speedup']
+    if not args.optimizer_only:
+        print()
+        common.print_table(
+            ['student', 'B', 'morph step ms', 'plain step ms',
+             'step ratio (morph/plain)', 'ratio of fastest', 'morph MiB',
+             'plain MiB', 'memory ratio', 'loss fwd+bwd morph ms',
+             'loss plain ms', 'morphing share of step (fastest)'],
+            [[r['model'], r['batch'], r['morph_ms'], r['plain_ms'],
+              r['step_ratio'], r['step_ratio_min'], r['morph_mib'],
+              r['plain_mib'], r['mem_ratio'], r['loss_morph_ms'],
+              r['loss_plain_ms'], f"{100 * r['morph_share']:.2f} %"]
+             for r in rows],
+            title=f"schedule {args.schedule} (groups per level "
+            f"{rows[0]['groups_per_level'] if args.schedule != 'drawn' else 'drawn'}"
+            f"), median of {args.repeats} interleaved repetitions after "
+            f"{args.warmup} warm-up; peak memory of a step above the model "
+            f"and optimizer state "
+            f"({'CUDA allocator' if device.type == 'cuda' else 'RSS'})")
+        for r in rows:
+            summary[f"step_ratio_{r['model']}"] = r['step_ratio']
+        for r in rows:
+            summary[f"step_ratio_min_{r['model']}"] = r['step_ratio_min']
+        for r in rows:
+            summary[f"mem_ratio_{r['model']}"] = r['mem_ratio']
+        for r in rows:
+            summary[f"morph_share_{r['model']}"] = r['morph_share']
+        summary['goal_step_ratio'] = (
+            'met' if max(r['step_ratio'] for r in rows) <= GOAL_RATIO else
+            'missed')
     common.finish('train_step', summary,
                   dict(machine=info, args=vars(args), rows=rows,
                        goals=dict(step_ratio_at_most=GOAL_RATIO)),

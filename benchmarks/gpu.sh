@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# All three benchmarks on one CUDA GPU, in well under 8 minutes; writes the
-# tables (*.txt) and numbers (*.json) to $OUT, or benchmarks/results/<date>/.
+# All three benchmarks on one CUDA GPU, in at most about 10 minutes (most of
+# it torch.compile's first compilations; later runs on the same machine hit
+# inductor's cache); writes the tables (*.txt) and numbers (*.json) to $OUT,
+# or benchmarks/results/<date>/.
 #
 #   bash benchmarks/gpu.sh            # PYTHON=... to pick the interpreter
 #   bash benchmarks/gpu.sh --dry-run  # CPU: check every invocation's flags
 #
 # Sizes: the morphing op at B = 8, 64, 256 (N = 196, C = D = 512, k = 1, 7,
-# 14), forward and forward + student backward; the DTM train step of ViT-S/16
-# and ViT-B/16 at 224, batch 64, bf16 AMP, with the expected and the costliest
-# schedule; the teacher against the students at batch 64.
+# 14), forward with the compiled arm (torch.compile, CUDA graphs) and the
+# operator counts, forward + student backward eager only; the DTM train step
+# of ViT-S/16 and ViT-B/16 at 224, batch 64, bf16 AMP (DTMLoss compile='auto':
+# the compiled, CUDA-graphed levels), with the expected and the costliest
+# schedule, and its optimizer part (fused AdamW in 2 groups against per-
+# parameter groups); the teacher against the students at batch 64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z "${PYTHON:-}" ]]; then
@@ -34,11 +39,11 @@ run() {  # run NAME TIMEOUT_S ARGS...: one benchmark, table to NAME.txt
 }
 
 start=$SECONDS
-run morphing 80 benchmarks/bench_morphing.py --batch 8 64 256 --repeats 20 --warmup 3
-run morphing_backward 80 benchmarks/bench_morphing.py --batch 8 64 256 --repeats 20 --warmup 3 --backward
-run train_step 120 benchmarks/bench_train_step.py --amp bf16 --batch 64 --repeats 10 --warmup 3 --mem-repeats 2
+run morphing 200 benchmarks/bench_morphing.py --batch 8 64 256 --repeats 20 --warmup 3
+run morphing_backward 60 benchmarks/bench_morphing.py --batch 8 64 256 --repeats 20 --warmup 3 --backward --no-compiled
+run train_step 150 benchmarks/bench_train_step.py --amp bf16 --batch 64 --repeats 10 --warmup 3 --mem-repeats 2
 run train_step_max 100 benchmarks/bench_train_step.py --amp bf16 --batch 64 --repeats 10 --warmup 3 --schedule max
-run teacher 80 benchmarks/bench_teacher.py --batch 64 --repeats 10 --warmup 3
+run teacher 60 benchmarks/bench_teacher.py --batch 64 --repeats 10 --warmup 3
 echo "done in $((SECONDS - start)) s; results in $DEST"
 grep -h "^RESULT" "$DEST"/*.txt || true
 if [[ ${#DRY[@]} -gt 0 ]]; then rm -rf "$DEST"; fi

@@ -14,9 +14,9 @@
 #     gives the 4 feature maps UPerNet needs),
 #   - `CheckedPretrained` (fails with the key lists unless every backbone
 #     weight loads),
-#   - `BackboneLayerDecayOptimWrapperConstructor` (layer decay for any
+#   - `LeanLayerDecayOptimWrapperConstructor` (layer decay for any
 #     backbone; MMSegmentation's own one only accepts class names containing
-#     BEiT, MAE or ConvNeXt).
+#     BEiT, MAE or ConvNeXt; one parameter group per (layer, decay)).
 # `pretrained` is the output of
 #   python tools/model_converters/dtm_to_downstream.py PRETRAIN.pth \
 #       work_dirs/dtm/vitb_ade20k_backbone.pth --config THIS_CONFIG
@@ -66,7 +66,7 @@ optim_wrapper = dict(
     loss_scale='dynamic',
     optimizer=dict(
         type='AdamW', lr=5e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    constructor='BackboneLayerDecayOptimWrapperConstructor',
+    constructor='LeanLayerDecayOptimWrapperConstructor',
     # BEiT v2's LayerDecayOptimizerConstructor: no decay on 1-D parameters
     # (norms, the heads' BatchNorms, q / v biases, gammas) and biases; its
     # ('pos_embed', 'cls_token') exemption compares against prefixed names

@@ -3,13 +3,16 @@ loops, crash-safe checkpoints and guards against bad input."""
 from .hooks import (CheckpointSaveError, NonFiniteLossHook,
                     SafeCheckpointHook, StrictLoadHook, check_state_dict)
 from .layer_decay import BackboneLayerDecayOptimWrapperConstructor
+from .lean_optim import (LeanLayerDecayOptimWrapperConstructor,
+                         LeanOptimWrapperConstructor, merge_param_groups)
 from .loops import ResumableIterBasedTrainLoop
 from .rng import get_rng_state, set_rng_state
 from .runner import IsolatedRunner, build_runner
 
 __all__ = [
     'SafeCheckpointHook', 'BackboneLayerDecayOptimWrapperConstructor',
-    'NonFiniteLossHook', 'StrictLoadHook', 'check_state_dict',
-    'ResumableIterBasedTrainLoop', 'get_rng_state', 'set_rng_state',
-    'IsolatedRunner', 'build_runner', 'CheckpointSaveError'
+    'LeanLayerDecayOptimWrapperConstructor', 'LeanOptimWrapperConstructor',
+    'merge_param_groups', 'NonFiniteLossHook', 'StrictLoadHook',
+    'check_state_dict', 'ResumableIterBasedTrainLoop', 'get_rng_state',
+    'set_rng_state', 'IsolatedRunner', 'build_runner', 'CheckpointSaveError'
 ]

@@ -7,12 +7,13 @@ bookkeeping is integer index tensors. Memory is O(B * N * C) for the features
 plus one transient (B, ceil(t/2), floor(t/2)) score matrix per round; no
 (B, N, N) membership matrix is ever built.
 """
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 SPLITS = ('alternate', 'random')
+METHODS = ('rounds', 'gram')
 
 
 def _round_reductions(r: Union[int, Sequence[int]], iters: int) -> list:
@@ -109,12 +110,70 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
     return order, slot_of_token
 
 
+def _gram_round(sums: Tensor, norms: Tensor, gram: Tensor, order: Tensor,
+                slot_of_token: Tensor, r: int, protect_first: bool) -> tuple:
+    """:func:`_match_round` reading the scores from the slots' Gram matrix.
+
+    ``gram[:, s, s']`` is the dot product of the sums in slots s and s'
+    (B, N, N), computed once per level; each round gathers its A x B block
+    (no feature gather, no matmul) and, as groups merge, adds the merged
+    rows and then columns into their partners' (a sum's dot products are
+    the sums of its parts'). ``sums`` and ``norms`` are kept as in
+    :func:`_match_round` (the norms of the sums, not of the Gram diagonal).
+    The scores equal the per-round matmul's up to float rounding.
+
+    Args:
+        gram: (B, N, N) float32; updated in place.
+        (the rest as :func:`_match_round`)
+    """
+    batch, t = order.shape
+    r = min(r, (t - int(protect_first)) // 2)
+    if r <= 0:
+        return order, slot_of_token
+    n, c = sums.shape[1:]
+    device = sums.device
+    rows, row_norms = sums.view(batch * n, c), norms.view(batch * n)
+    offset = torch.arange(0, batch * n, n, device=device).unsqueeze(1)
+    slot_a, slot_b = order[:, ::2], order[:, 1::2]
+    ta, tb = slot_a.shape[1], slot_b.shape[1]
+    scores = gram.gather(1, slot_a.unsqueeze(-1).expand(-1, -1, n)).gather(
+        2, slot_b.unsqueeze(1).expand(-1, ta, -1))  # (B, ta, tb)
+    scores.div_(norms.gather(1, slot_a).clamp_min(1e-12).unsqueeze(-1))
+    scores.div_(norms.gather(1, slot_b).clamp_min(1e-12).unsqueeze(1))
+    if protect_first:
+        scores[:, 0, :] = -torch.inf
+    best, best_b = scores.max(dim=-1)  # (B, ta)
+    ranked = best.argsort(dim=-1, descending=True, stable=True)
+    src = ranked[:, :r]
+    kept = ranked[:, r:].sort(dim=-1).values
+    dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
+    src_slot = slot_a.gather(1, src)
+    dst_rows = (dst_slot + offset).flatten()
+    src_rows = (src_slot + offset).flatten()
+    rows.index_add_(0, dst_rows, rows.index_select(0, src_rows))
+    row_norms.index_copy_(0, dst_rows,
+                          rows.index_select(0, dst_rows).norm(dim=-1))
+    # Gram: rows, then columns (of the updated rows) of the merged slots
+    g_rows = gram.view(batch * n, n)
+    g_rows.index_add_(0, dst_rows, g_rows.index_select(0, src_rows))
+    g_cols = gram.transpose(1, 2)
+    image = torch.arange(batch, device=device).repeat_interleave(r)
+    g_cols.index_put_((image, dst_slot.flatten()),
+                      g_cols[image, src_slot.flatten()], accumulate=True)
+    remap = torch.arange(n, device=device).repeat(batch, 1)
+    remap.scatter_(1, src_slot, dst_slot)
+    slot_of_token = remap.gather(1, slot_of_token)
+    order = torch.cat([slot_a.gather(1, kept), slot_b], dim=1)
+    return order, slot_of_token
+
+
 def bipartite_partition(metric: Tensor,
                         r: Union[int, Sequence[int]],
                         iters: int,
                         protect_first: bool = True,
                         split: str = 'alternate',
-                        generator: Optional[torch.Generator] = None) -> Tensor:
+                        generator: Optional[torch.Generator] = None,
+                        method: str = 'rounds') -> Tensor:
     """Partition N tokens into groups by ``iters`` rounds of bipartite matching.
 
     Each round, on the t current groups (cosine similarity of their features,
@@ -138,6 +197,15 @@ def bipartite_partition(metric: Tensor,
             before the even/odd split; position 0 stays first when
             protected).
         generator: RNG for ``split='random'``.
+        method: how the scores are computed: ``'rounds'`` (default: a
+            product of the current A and B groups' features every round) or
+            ``'gram'`` (the slots' Gram matrix once per call, then per-round
+            block gathers and merged-row and column updates; faster for
+            many rounds). Their scores differ by float rounding, so they
+            give the same partition except where two scores are within
+            float32 resolution of each other; that includes exact ties
+            between merged groups (e.g. collinear tokens), which the two
+            may break differently. Hence ``'rounds'`` stays the default.
 
     Returns:
         (B, N) int64: the group id (0..G-1) of every original token, where
@@ -154,6 +222,8 @@ def bipartite_partition(metric: Tensor,
         raise ValueError(f'metric must be (B, N, C), got {tuple(metric.shape)}')
     if split not in SPLITS:
         raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+    if method not in METHODS:
+        raise ValueError(f'method must be one of {METHODS}, got {method!r}')
     rounds = _round_reductions(r, iters)
     batch, n, _ = metric.shape
     device = metric.device
@@ -161,18 +231,201 @@ def bipartite_partition(metric: Tensor,
     if not any(rounds):
         return arange_n.clone()
 
+    use_gram = method == 'gram'
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         sums = metric.detach().float().clone()
         norms = sums.norm(dim=-1)
+        gram = sums @ sums.transpose(1, 2) if use_gram else None
         order, slot_of_token = arange_n, arange_n
         for r_i in rounds:
             if split == 'random':
                 order = _random_order(order, protect_first, generator)
-            order, slot_of_token = _match_round(sums, norms, order,
-                                                slot_of_token, r_i,
-                                                protect_first)
+            if use_gram:
+                order, slot_of_token = _gram_round(sums, norms, gram, order,
+                                                   slot_of_token, r_i,
+                                                   protect_first)
+            else:
+                order, slot_of_token = _match_round(sums, norms, order,
+                                                    slot_of_token, r_i,
+                                                    protect_first)
         position = torch.empty_like(arange_n)
         position.scatter_(1, order, arange_n[:, :order.shape[1]])
+        return position.gather(1, slot_of_token)
+
+
+def partition_plan(rounds: Sequence[int], num_tokens: int,
+                   protect_first: bool = True,
+                   max_rounds: Optional[int] = None) -> List[Tuple[int, int]]:
+    """The realised merges and group counts of a schedule, padded.
+
+    Args:
+        rounds: requested merges per round (a level's ``MorphLevel.rounds``).
+        num_tokens: N.
+        protect_first: whether position 0 never merges (for the caps).
+        max_rounds: pad with no-op rounds ``(0, t)`` to this many (the
+            level's largest round count), so that the plan's length does not
+            depend on the drawn schedule.
+
+    Returns:
+        ``[(r_i, t_i), ...]``: round i merges r_i of its t_i current groups
+        (r_i already capped at floor((t_i - protected) / 2)).
+    """
+    plan, t = [], num_tokens
+    for r in rounds:
+        r = max(0, min(int(r), (t - int(protect_first)) // 2))
+        plan.append((r, t))
+        t -= r
+    max_rounds = len(plan) if max_rounds is None else int(max_rounds)
+    if max_rounds < len(plan):
+        raise ValueError(f'the schedule has {len(plan)} rounds but '
+                         f'max_rounds={max_rounds}')
+    return plan + [(0, t)] * (max_rounds - len(plan))
+
+
+def random_split_perms(plan: Sequence[Tuple[int, int]], iters: int,
+                       batch: int, protect_first: bool,
+                       generator: Optional[torch.Generator],
+                       device: torch.device) -> Tensor:
+    """(K, B, N) int64: the per-round shuffles of ``split='random'``.
+
+    Round i < ``iters`` draws exactly what :func:`bipartite_partition` draws
+    (keys for its t_i - protected current groups, from ``generator``) and
+    shuffles the first t_i positions with them; the other positions, and
+    the padding rounds, stay in place.
+    """
+    n = plan[0][1]
+    start = 1 if protect_first else 0
+    perms = torch.arange(n, device=device).repeat(len(plan), batch, 1)
+    gen_device = generator.device if generator is not None else device
+    for i, (_, t) in enumerate(plan[:iters]):
+        keys = torch.rand(batch, t - start, generator=generator,
+                          device=gen_device)
+        perms[i, :, start:t] = keys.argsort(dim=-1).to(device) + start
+    return perms
+
+
+def _static_round(sums: Tensor, norms: Tensor, order: Tensor,
+                  slot_of_token: Tensor, r: Tensor, t: Tensor,
+                  protect_first: bool, perm: Optional[Tensor]) -> tuple:
+    """One matching round with static shapes (see
+    :func:`static_partition`); nothing is modified in place.
+
+    Args:
+        sums: (B, N, C) float32 group feature sums, one slot per token.
+        norms: (B, N) norms of ``sums``' rows.
+        order: (B, N) a permutation of the slots: the t current groups in
+            their order, then the merged-away slots.
+        slot_of_token: (B, N) slot of every original token's group.
+        r: () int64 merges of this round (capped; 0 = no-op).
+        t: () int64 current groups.
+        protect_first: position 0 never merges.
+        perm: (B, N) shuffle of the positions (``split='random'``) or None.
+
+    Returns:
+        ``(sums, norms, order, slot_of_token)`` after the round.
+    """
+    batch, n, c = sums.shape
+    device = sums.device
+    if perm is not None:
+        order = order.gather(1, perm)
+    na = (n + 1) // 2
+    slot_a, slot_b = order[:, 0::2], order[:, 1::2]  # (B, Na), (B, Nb)
+    pos_a = torch.arange(0, n, 2, device=device)
+    pos_b = torch.arange(1, n, 2, device=device)
+    offset = torch.arange(0, batch * n, n, device=device).unsqueeze(1)
+    idx = (torch.cat([slot_a, slot_b], dim=1) + offset).flatten()
+    rows, row_norms = sums.view(batch * n, c), norms.view(batch * n)
+    ab = rows.index_select(0, idx).view(batch, n, c)
+    nab = row_norms.index_select(0, idx).view(batch, n).clamp_min(1e-12)
+    scores = ab[:, :na] @ ab[:, na:].transpose(1, 2)  # (B, Na, Nb)
+    scores = scores.div(nab[:, :na].unsqueeze(-1)).div(
+        nab[:, na:].unsqueeze(1))
+    scores = scores.masked_fill((pos_b >= t).view(1, 1, -1), -torch.inf)
+    best, best_b = scores.max(dim=-1)  # (B, Na)
+    dead_a = pos_a >= t
+    if protect_first:
+        dead_a = dead_a | (pos_a == 0)
+    best = best.masked_fill(dead_a.unsqueeze(0), -torch.inf)
+    ranked = best.argsort(dim=-1, descending=True, stable=True)
+    merges = (torch.arange(na, device=device) < r).unsqueeze(0)  # (1, Na)
+    # the merged rows are added in rank order, as the eager op does; the
+    # other A rows add zeros (x + 0 == x)
+    src_slot = slot_a.gather(1, ranked)
+    dst_slot = slot_b.gather(1, best_b.gather(1, ranked))
+    dst_rows = (dst_slot + offset).flatten()
+    src_in_ab = (ranked + torch.arange(0, batch * n, n, device=device)
+                 .unsqueeze(1)).flatten()
+    moved = ab.view(batch * n, c).index_select(0, src_in_ab)
+    moved = moved.masked_fill(~merges.reshape(-1, 1).repeat(batch, 1), 0.0)
+    rows = rows.index_add(0, dst_rows, moved)
+    row_norms = row_norms.index_copy(
+        0, dst_rows, rows.index_select(0, dst_rows).norm(dim=-1))
+    # tokens of a merged slot now belong to its partner's slot
+    remap = torch.arange(n, device=device).repeat(batch, 1)
+    remap = remap.scatter(1, src_slot,
+                          torch.where(merges, dst_slot, src_slot))
+    slot_of_token = remap.gather(1, slot_of_token)
+    # new order: kept A groups in order, then the B groups, then the rest
+    merged_a = torch.zeros_like(merges.expand(batch, -1)).scatter(
+        1, ranked, merges.expand(batch, -1))
+    alive = torch.cat([~(merged_a | (pos_a >= t)),
+                       (pos_b < t).expand(batch, -1)], dim=1)  # (B, N)
+    alive_i = alive.long()
+    n_alive = alive_i.sum(1, keepdim=True)
+    new_pos = torch.where(alive, alive_i.cumsum(1) - 1,
+                          n_alive + (1 - alive_i).cumsum(1) - 1)
+    new_order = torch.empty_like(order).scatter(
+        1, new_pos, torch.cat([slot_a, slot_b], dim=1))
+    order = torch.where(r > 0, new_order, order)
+    return (rows.view(batch, n, c), row_norms.view(batch, n), order,
+            slot_of_token)
+
+
+def static_partition(metric: Tensor, plan: Tensor,
+                     protect_first: bool = True,
+                     perms: Optional[Tensor] = None) -> Tensor:
+    """:func:`bipartite_partition` with shapes that depend only on (B, N, C)
+    and the number of rounds K, never on the drawn schedule.
+
+    The schedule comes in as a tensor (realised merges and current group
+    counts per round, see :func:`partition_plan`); every round works on all
+    N slots: positions at or after t are inactive (their scores are -inf),
+    merges are the A positions whose rank is below r, merged groups move
+    behind the current ones, and a round with r = 0 changes nothing but the
+    shuffle of ``split='random'``. One function for every schedule, so that
+    ``torch.compile`` compiles it once per shape (and a CUDA graph can
+    replay it). Gives the same group ids as :func:`bipartite_partition`.
+
+    Args:
+        metric: (B, N, C) token features (no gradient flows).
+        plan: (K, 2) int64 ``[(r_i, t_i)]`` from :func:`partition_plan`,
+            on ``metric``'s device.
+        protect_first: the token at position 0 never merges.
+        perms: (K, B, N) int64 shuffles for ``split='random'``
+            (:func:`random_split_perms`), or None for ``'alternate'``.
+
+    Returns:
+        (B, N) int64 group ids, positions in the final order.
+
+    Examples:
+        >>> x = torch.randn(2, 196, 512)
+        >>> plan = torch.tensor(partition_plan([16] * 4, 196, max_rounds=6))
+        >>> torch.equal(static_partition(x, plan),
+        ...             bipartite_partition(x, 16, 4))
+        True
+    """
+    batch, n, _ = metric.shape
+    device = metric.device
+    arange_n = torch.arange(n, device=device).expand(batch, n)
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        sums = metric.detach().float()
+        norms = sums.norm(dim=-1)
+        order, slot_of_token = arange_n, arange_n
+        for i in range(plan.shape[0]):
+            sums, norms, order, slot_of_token = _static_round(
+                sums, norms, order, slot_of_token, plan[i, 0], plan[i, 1],
+                protect_first, None if perms is None else perms[i])
+        position = torch.empty_like(arange_n).scatter(1, order, arange_n)
         return position.gather(1, slot_of_token)
 
 

@@ -62,7 +62,9 @@ def test_bench_morphing_tiny_end_to_end(bench_morphing, tmp_path):
     code = _run_main_forked(bench_morphing, [
         '--batch', '2', '3', '--tokens', '20', '--channels', '8', '--iters',
         '1', '3', '--repeats', '2', '--warmup', '1', '--mem-repeats', '1',
-        '--backward', '--profile', '3', '--threads', '1', '--json', str(out)
+        '--backward', '--profile', '3', '--threads', '1', '--json', str(out),
+        '--compile-backend', 'eager',  # graph capture only: seconds
+        '--ops-batch', '3'
     ], log)
     stdout = log.read_text()
     assert code == 0, stdout[-3000:]
@@ -72,7 +74,12 @@ def test_bench_morphing_tiny_end_to_end(bench_morphing, tmp_path):
         for k in (1, 3):
             assert float(result[f'speedup_B{b}_k{k}']) > 0
             assert f'mem_frac_B{b}_k{k}' in result
+            assert float(result[f'gram_speedup_B{b}_k{k}']) > 0
     assert result['goal_speedup'] in ('met', 'missed')
+    assert result['compiled_recompiles'] == '0'
+    eager_ops, compiled_ops = (int(result[f'ops_per_step_{k}'])
+                               for k in ('eager', 'compiled'))
+    assert 0 < compiled_ops < eager_ops
     assert '| B | k | r |' in stdout  # the table
     assert 'profile of ours at B=3, k=3' in stdout
     assert 'profile of dense at B=3, k=3' in stdout
@@ -89,6 +96,7 @@ def test_bench_morphing_tiny_end_to_end(bench_morphing, tmp_path):
         assert r['groups'] == realised_groups(20, [r['r']] * r['iters'])
         assert r['max_abs_diff'] <= 1e-4
         assert len(r['times_s']['ours']) == 2 == len(r['times_s']['dense'])
+        assert len(r['times_s']['compiled']) == 2 == len(r['times_s']['gram'])
         assert r['speedup'] == pytest.approx(r['dense_ms'] / r['ours_ms'])
 
 

@@ -155,6 +155,7 @@ def test_schedule_is_drawn_per_call_and_resumable():
     (dict(split='odd'), 'split'),
     (dict(count='tokens'), 'count'),
     (dict(beta=0), 'beta'),
+    (dict(compile='always'), 'compile'),
 ])
 def test_invalid_config_names_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -174,3 +175,47 @@ def test_low_precision_inputs_give_float32_loss(dtype):
     assert value.dtype == torch.float32 and torch.isfinite(value)
     value.backward()
     assert pred.grad.dtype == dtype
+
+
+@pytest.mark.parametrize('split', ['alternate', 'random'])
+def test_compiled_partition_gives_the_same_losses(split, monkeypatch):
+    """compile=True (dynamo graph capture; the eager backend keeps the test
+    cheap, the inductor path is tested in test_morphing) draws the same
+    schedules and gives the same losses and gradients as the eager op."""
+    from torch._dynamo.utils import counters
+
+    from mmdtm.morphing import compiled
+    torch._dynamo.reset()
+    counters.clear()
+    compiled.reset()
+    monkeypatch.setattr(compiled, 'BACKEND', 'eager')
+    g = torch.Generator().manual_seed(4)
+    pred, target = torch.randn(2, 20, 6, generator=g), torch.randn(
+        2, 20, 6, generator=g)
+    results = []
+    for flag in (False, True):
+        module = DTMLoss(max_merge=[20, 10], max_iters=[4, 3], seed=5,
+                         split=split, compile=flag)
+        assert module.uses_compile(pred.device) is flag
+        values, grads = [], []
+        for _ in range(6):
+            x = pred.clone().requires_grad_()
+            values.append(module(x, target))
+            values[-1].backward()
+            grads.append(x.grad)
+        results.append((values, grads))
+    for a, b in zip(*results):
+        for u, v in zip(a, b):
+            assert torch.equal(u, v)
+    assert counters['stats']['unique_graphs'] <= 2  # one per level
+    torch._dynamo.reset()
+    compiled.reset()
+
+
+def test_compile_auto_is_on_for_cuda_only():
+    module = DTMLoss(max_merge=[4], max_iters=[1], seed=0)
+    assert module.compile == 'auto'
+    assert not module.uses_compile(torch.device('cpu'))
+    assert module.uses_compile(torch.device('cuda'))
+    assert not DTMLoss(max_merge=[4], max_iters=[1], seed=0,
+                       compile=False).uses_compile(torch.device('cuda'))

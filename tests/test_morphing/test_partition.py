@@ -148,3 +148,33 @@ def test_group_mean_with_known_number_of_groups():
     assert torch.autograd.gradcheck(
         lambda t: group_mean(t, groups, num_groups=num_groups(groups)),
         (x, ))
+
+
+@pytest.mark.parametrize('protect_first', [True, False])
+@pytest.mark.parametrize('split', ['alternate', 'random'])
+@pytest.mark.parametrize('seed', range(3))
+def test_gram_method_matches_rounds_and_dense(protect_first, split, seed):
+    """method='gram' (one Gram matrix, per-round block gathers and merged
+    row / column updates) gives the same partition as the per-round
+    products, away from float32 near-ties."""
+    metric = _metric(seed, b=3, n=40, c=16)
+    rounds = [6, 0, 5, 4, 3, 8]
+    out = {m: bipartite_partition(
+        metric, rounds, len(rounds), protect_first=protect_first,
+        split=split, generator=torch.Generator().manual_seed(seed),
+        method=m) for m in ('rounds', 'gram')}
+    assert torch.equal(out['gram'], out['rounds'])
+    if split == 'alternate':
+        ref, margin = dense_partition(metric, rounds,
+                                      protect_first=protect_first,
+                                      return_margin=True)
+        assert margin > 1e-5
+        assert torch.equal(out['gram'], ref)
+
+
+def test_gram_method_full_size_and_bad_name():
+    metric = _metric(7, b=2, n=196, c=32)
+    assert torch.equal(bipartite_partition(metric, 7, 14, method='gram'),
+                       bipartite_partition(metric, 7, 14))
+    with pytest.raises(ValueError, match='method'):
+        bipartite_partition(metric, 7, 14, method='dense')

@@ -43,7 +43,7 @@ def test_every_transfer_config_loads_with_checks(path):
     if 'ade20k' in path:
         assert 'mmdtm' in cfg.custom_imports.imports
         assert cfg.optim_wrapper.constructor == \
-            'BackboneLayerDecayOptimWrapperConstructor'
+            'LeanLayerDecayOptimWrapperConstructor'
         assert cfg.model.test_cfg.mode == 'slide'
         assert cfg.train_dataloader.dataset.pipeline[1].reduce_zero_label
         assert cfg.val_evaluator.type == 'IoUMetric'
@@ -96,7 +96,7 @@ def test_full_size_ade20k_model_builds_with_layer_decay():
         groups = build_optim_wrapper(model, wrapper_cfg).optimizer.param_groups
     assert type(model.backbone).__name__ == 'DTMViT'
     assert model.backbone.patch_resolution == (32, 32)
-    scale = {g['param_name']: g['lr_scale'] for g in groups}
+    scale = {name: g['lr_scale'] for g in groups for name in g['param_names']}
     rate = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate  # 0.75, BEiT v2
     assert scale['backbone.cls_token'] == pytest.approx(rate ** 13)
     assert scale['backbone.layers.11.attn.qkv.weight'] == pytest.approx(rate)

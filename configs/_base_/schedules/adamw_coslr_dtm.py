@@ -1,7 +1,9 @@
 # DTM optimisation (docs/method.md item 10): AdamW, lr 1.5e-3 for a total
 # batch of 2048 (the reference scales it by sqrt(total_batch / 2048)),
 # betas (0.9, 0.98), weight decay 0.05, gradient clip 3.0, 10 warm-up epochs,
-# cosine to 1e-5. AMP through AmpOptimWrapper.
+# cosine to 1e-5. AMP through AmpOptimWrapper. LeanOptimWrapperConstructor:
+# the paramwise_cfg's per-parameter settings in one group per distinct set
+# (decay / no decay), fused AdamW, foreach clipping.
 # Weight decay as the reference's optimizer factory: no decay on every 1-D
 # parameter (biases, norms, q / v biases, layer-scale gammas), on every
 # bias, and on the names its model's no_weight_decay() lists (cls_token,
@@ -16,6 +18,7 @@ optim_wrapper = dict(
         type='AdamW', lr=1.5e-3, betas=(0.9, 0.98), eps=1e-8,
         weight_decay=0.05),
     clip_grad=dict(max_norm=3.0),
+    constructor='LeanOptimWrapperConstructor',
     paramwise_cfg=dict(
         flat_decay_mult=0.0,
         bias_decay_mult=0.0,

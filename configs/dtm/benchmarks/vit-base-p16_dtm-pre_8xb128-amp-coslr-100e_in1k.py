@@ -1,6 +1,7 @@
 # ImageNet-1K fine-tuning of a DTM ViT-B/16 (docs/method.md item 11):
 # 100 epochs, batch 8 x 128 = 1024, AdamW lr 5e-4, layer decay 0.65 through
-# MMPretrain's LearningRateDecayOptimWrapperConstructor, drop path 0.1,
+# LeanLayerDecayOptimWrapperConstructor (MMPretrain's layer-decay settings,
+# one parameter group per (layer, decay), fused AdamW), drop path 0.1,
 # mixup 0.8, cutmix 1.0, label smoothing 0.1, RandAugment (m9, mstd 0.5,
 # increasing), random erasing 0.25, mean pooling of patch tokens, head
 # initialised at 0.001 scale (the reference's --init_scale).
@@ -135,7 +136,7 @@ optim_wrapper = dict(
     optimizer=dict(
         type='AdamW', lr=5e-4, weight_decay=0.05, eps=1e-8,
         betas=(0.9, 0.999)),
-    constructor='LearningRateDecayOptimWrapperConstructor',
+    constructor='LeanLayerDecayOptimWrapperConstructor',
     # weight decay as the reference: none on 1-D parameters and biases, nor
     # on cls_token / pos_embed (its model's no_weight_decay()); the relative
     # position tables and the head's weight decay

@@ -1,5 +1,5 @@
 """The morphing loss: group means of student and teacher tokens, compared."""
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -7,9 +7,9 @@ from mmengine.dist import broadcast, get_rank, is_distributed
 from mmengine.dist.utils import get_comm_device
 from torch import Tensor, nn
 
-from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels, group_mean,
-                            group_sizes, realised_groups, sample_schedule,
-                            step_generator)
+from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels,
+                            compiled_morph, group_mean, group_sizes,
+                            realised_groups, sample_schedule, step_generator)
 from mmdtm.morphing.partition import SPLITS
 from mmdtm.registry import MODELS
 
@@ -96,6 +96,13 @@ class DTMLoss(nn.Module):
             with ``diff_rank_seed=True`` (a resumed run restores rank 0's).
             The seed and the number of calls are buffers, saved in
             checkpoints, so a resumed run draws the same schedules.
+        compile: each level (partition and group means) as one
+            ``torch.compile`` region of its static-shape form (compiled once
+            per input shape, never per drawn schedule; a CUDA graph on
+            CUDA, ``mode='reduce-overhead'``; eager where compiling fails),
+            with the same group ids.
+            ``'auto'`` (default): on for CUDA inputs, off on CPU; ``True``:
+            everywhere; ``False``: never.
 
     Schedules: call ``i`` on process ``rank`` draws from a generator seeded
     by (seed, rank, i): every rank draws its own schedule, as the reference
@@ -115,7 +122,8 @@ class DTMLoss(nn.Module):
                  reduction: str = 'all_tokens',
                  standardize_target: bool = False,
                  loss_weight: float = 1.0,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None,
+                 compile: Union[str, bool] = 'auto') -> None:
         super().__init__()
         max_merge, max_iters = list(max_merge), list(max_iters)
         check_levels(max_merge, max_iters, count=count, guard=guard)
@@ -132,6 +140,10 @@ class DTMLoss(nn.Module):
                 f'reduction must be one of {REDUCTIONS}, got {reduction!r}')
         if not beta > 0:
             raise ValueError(f'beta must be > 0, got {beta!r}')
+        if compile not in ('auto', True, False):
+            raise ValueError(f"compile must be 'auto', True or False, got "
+                             f'{compile!r}')
+        self.compile = compile
         self.max_merge, self.max_iters = max_merge, max_iters
         self.count, self.guard = count, guard
         self.protect_first, self.split = protect_first, split
@@ -220,13 +232,8 @@ class DTMLoss(nn.Module):
             u, v = pred_f, target_f
             num_groups = realised_groups(n, level.rounds, self.protect_first)
             if not level.is_identity:
-                groups = bipartite_partition(
-                    target_f, level.rounds, level.iters,
-                    protect_first=self.protect_first, split=self.split,
-                    generator=generator)
-                # G is known from the schedule: G rows per image, no sync
-                u = group_mean(pred_f, groups, num_groups=num_groups)
-                v = group_mean(target_f, groups, num_groups=num_groups)
+                groups, u, v = self._morph(pred_f, target_f, level, i - 1,
+                                           num_groups, generator)
             if self.standardize_target:
                 v = standardize(v)
             dist = token_distance(u, v, self.distance, self.beta)
@@ -235,6 +242,30 @@ class DTMLoss(nn.Module):
                                                  device=pred.device)
         loss = self.loss_weight * torch.stack(losses).mean()
         return loss, stats
+
+    def uses_compile(self, device: torch.device) -> bool:
+        """Whether the partition goes through ``torch.compile`` here."""
+        return (device.type == 'cuda' if self.compile == 'auto' else
+                bool(self.compile))
+
+    def _morph(self, pred: Tensor, target: Tensor, level: MorphLevel,
+               index: int, num_groups: int,
+               generator: torch.Generator) -> Tuple[Tensor, Tensor, Tensor]:
+        """(groups, u, v) of one level: group ids and group means of both
+        sides, eager or as one compiled region."""
+        kwargs = dict(protect_first=self.protect_first, split=self.split,
+                      generator=generator)
+        if self.uses_compile(target.device):
+            bound = (self.max_iters[index] if index < len(self.max_iters)
+                     else level.iters)
+            max_rounds = max(bound, level.iters)
+            return compiled_morph(pred, target, level.rounds, level.iters,
+                                  max_rounds, **kwargs)
+        groups = bipartite_partition(target, level.rounds, level.iters,
+                                     **kwargs)
+        # G is known from the schedule: G rows per image, no sync
+        return (groups, group_mean(pred, groups, num_groups=num_groups),
+                group_mean(target, groups, num_groups=num_groups))
 
     def forward(self, pred: Tensor, target: Tensor,
                 mask: Optional[Tensor] = None) -> Tensor:
@@ -246,4 +277,4 @@ class DTMLoss(nn.Module):
                 f'count={self.count!r}, guard={self.guard!r}, '
                 f'protect_first={self.protect_first}, split={self.split!r}, '
                 f'distance={self.distance!r}, reduction={self.reduction!r}, '
-                f'loss_weight={self.loss_weight}')
+                f'loss_weight={self.loss_weight}, compile={self.compile!r}')

@@ -1,0 +1,147 @@
+"""The static-shape partition (shapes independent of the drawn schedule)
+against today's eager op, and its compiled path: one graph for every
+schedule draw, under autocast too, and the eager fallback."""
+import random
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from mmdtm.morphing import (bipartite_partition, compiled_morph,
+                            compiled_partition, group_mean, partition_plan,
+                            sample_schedule, static_partition)
+from mmdtm.morphing import compiled as compiled_mod
+from mmdtm.morphing.partition import random_split_perms
+
+
+def _static(metric, rounds, max_rounds, protect_first, split, seed=5):
+    plan = partition_plan(rounds, metric.shape[1], protect_first, max_rounds)
+    perms = (random_split_perms(plan, len(rounds), metric.shape[0],
+                                protect_first,
+                                torch.Generator().manual_seed(seed),
+                                metric.device)
+             if split == 'random' else None)
+    return static_partition(metric, torch.tensor(plan), protect_first, perms)
+
+
+@pytest.mark.parametrize('split', ['alternate', 'random'])
+@pytest.mark.parametrize('protect_first', [True, False])
+def test_static_matches_eager_for_many_schedules(protect_first, split):
+    rng = random.Random(2 * int(protect_first) + (split == 'random'))
+    checked = 0
+    for trial in range(60):
+        b, n, c = rng.randint(1, 3), rng.randint(3, 40), rng.randint(1, 6)
+        metric = torch.randn(b, n, c,
+                             generator=torch.Generator().manual_seed(trial))
+        k = rng.randint(1, 6)
+        rounds = [rng.randint(0, n // 2) for _ in range(k)]
+        if not any(rounds):
+            continue
+        ref = bipartite_partition(metric, rounds, k,
+                                  protect_first=protect_first, split=split,
+                                  generator=torch.Generator().manual_seed(5))
+        out = _static(metric, rounds, k + rng.randint(0, 3), protect_first,
+                      split)
+        assert torch.equal(out, ref), (trial, rounds)
+        checked += 1
+    assert checked > 50
+
+
+def test_static_keeps_ties_and_full_size():
+    # every score ties: the same stable choices as the eager op
+    ones = torch.ones(1, 8, 3)
+    assert _static(ones, [2], 3, False, 'alternate').tolist() == \
+        [[2, 2, 2, 3, 0, 4, 1, 5]]
+    ones = torch.ones(2, 10, 4)
+    assert torch.equal(_static(ones, [100] * 5, 6, True, 'alternate'),
+                       bipartite_partition(ones, 100, 5))
+    metric = torch.randn(2, 196, 32,
+                         generator=torch.Generator().manual_seed(7))
+    assert torch.equal(_static(metric, [7] * 14, 14, True, 'alternate'),
+                       bipartite_partition(metric, 7, 14))
+
+
+def test_partition_plan():
+    assert partition_plan([5, 5, 5], 10, True, 5) == [
+        (4, 10), (2, 6), (1, 4), (0, 3), (0, 3)]
+    assert partition_plan([0, 2], 10, False) == [(0, 10), (2, 10)]
+    with pytest.raises(ValueError, match='max_rounds'):
+        partition_plan([1, 1, 1], 10, True, 2)
+
+
+@pytest.fixture
+def dynamo_clean(monkeypatch):
+    """A fresh dynamo cache and counters, before and after."""
+    torch._dynamo.reset()
+    counters.clear()
+    compiled_mod.reset()
+    yield monkeypatch
+    torch._dynamo.reset()
+    counters.clear()
+    compiled_mod.reset()
+
+
+def test_one_graph_for_fifty_schedule_draws(dynamo_clean):
+    # graph capture and guards are dynamo's, whatever the backend: the eager
+    # backend checks them without paying for code generation
+    dynamo_clean.setattr(compiled_mod, 'BACKEND', 'eager')
+    metric = torch.randn(2, 24, 8, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    draws = 0
+    for split, protect in (('alternate', True), ('random', False)):
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for step in range(50):
+                level = sample_schedule([24], [5], g, num_tokens=24,
+                                        protect_first=protect)[0]
+                kwargs = dict(protect_first=protect, split=split)
+                out = compiled_partition(
+                    metric, level.rounds, level.iters, 5, **kwargs,
+                    generator=torch.Generator().manual_seed(step))
+                ref = bipartite_partition(
+                    metric, level.rounds, level.iters, **kwargs,
+                    generator=torch.Generator().manual_seed(step))
+                assert torch.equal(out, ref), level
+                draws += not level.is_identity
+            torch._dynamo.reset()  # the other split starts afresh
+    assert draws > 80
+    assert counters['stats']['unique_graphs'] == 2  # one per split
+    assert not compiled_mod._FAILED
+
+
+def test_inductor_compiled_level_under_autocast(dynamo_clean):
+    """A whole level (partition + group means, forward and backward)
+    through inductor, under bf16 autocast: the eager op's groups, the same
+    means and gradients, one graph for three schedules."""
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(2, 16, 8, generator=g)
+    pred = torch.randn(2, 16, 6, generator=g)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        for rounds in ([3, 2], [5], [0, 4]):
+            x = pred.clone().requires_grad_()
+            groups, u, v = compiled_morph(x, target, rounds, len(rounds), 2)
+            ref = bipartite_partition(target, rounds, len(rounds))
+            assert torch.equal(groups, ref)
+            torch.testing.assert_close(v, group_mean(target, ref))
+            u.square().sum().backward()
+            x_ref = pred.clone().requires_grad_()
+            group_mean(x_ref, ref).square().sum().backward()
+            torch.testing.assert_close(x.grad, x_ref.grad)
+    assert counters['stats']['unique_graphs'] == 1
+    assert not compiled_mod._FAILED
+
+
+def test_falls_back_to_eager(dynamo_clean):
+    def broken(fn, mode):
+        def run(*args):
+            raise RuntimeError('no compiler here')
+        return run
+
+    dynamo_clean.setattr(compiled_mod, '_compiled', broken)
+    metric = torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(UserWarning, match='no compiler here'):
+        out = compiled_partition(metric, [3, 3], 2, 3)
+    assert torch.equal(out, bipartite_partition(metric, 3, 2))
+    assert 'cpu' in compiled_mod._FAILED
+    # no second warning; still right
+    out = compiled_partition(metric, [4], 1, 3)
+    assert torch.equal(out, bipartite_partition(metric, 4, 1))
