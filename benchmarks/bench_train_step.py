@@ -223,14 +223,14 @@ def bench_model(model_key: str, args, device: torch.device) -> Dict:
                                          args.warmup)
     t_m, t_p = (common.median(times[a]) for a in ('morph', 'plain'))
     l_m, l_p = (common.median(loss_times[a]) for a in ('morph', 'plain'))
-    groups = [[realised_groups(n, lv.rounds, loss_module.protect_first)
+    groups = [[realised_groups(n, lv.per_round, loss_module.protect_first)
                for lv in levels] for levels in morph_levels]
     del model, optim_wrapper
     return dict(
         model=model_key, batch=args.batch, tokens=n,
         schedule=args.schedule,
-        schedule_levels=[[dict(merge=lv.merge, iters=lv.iters,
-                               rounds=list(lv.rounds)) for lv in levels]
+        schedule_levels=[[dict(merge=lv.merge, num_rounds=lv.num_rounds,
+                               per_round=list(lv.per_round)) for lv in levels]
                          for levels in morph_levels[:1 if args.schedule != 'drawn'
                                                     else calls]],
         groups_per_level=groups[0] if args.schedule != 'drawn' else groups,

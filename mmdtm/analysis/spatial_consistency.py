@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mmdtm.morphing import bipartite_partition, group_mean, num_groups
+from mmdtm.morphing import bipartite_partition, count_groups, group_mean
 from mmdtm.visualization.morph_vis import (IMAGENET_MEAN, IMAGENET_STD,
                                            Schedule, load_image,
                                            teacher_tokens)
@@ -68,7 +68,7 @@ def morphed_predictions(tokens: Tensor, text: Tensor,
     groups = bipartite_partition(tokens, r=schedule.r, iters=schedule.iters,
                                  protect_first=protect_first, split=split,
                                  generator=generator)
-    g = num_groups(groups)
+    g = count_groups(groups)
     return classify_tokens(group_mean(tokens, groups, g), text)[0], g
 
 

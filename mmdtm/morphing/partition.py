@@ -16,6 +16,22 @@ SPLITS = ('alternate', 'random')
 METHODS = ('rounds', 'gram')
 
 
+def round_cap(t: int, protect_first: bool) -> int:
+    """The most one matching round can merge among t groups:
+    floor((t - protected) / 2)."""
+    return max(0, (t - int(protect_first)) // 2)
+
+
+def realised_groups(num_tokens: int, merges: Sequence[int],
+                    protect_first: bool = True) -> int:
+    """Groups G the partition leaves after rounds of ``merges`` requested
+    merges each (every round capped by :func:`round_cap`)."""
+    t = num_tokens
+    for r in merges:
+        t -= min(int(r), round_cap(t, protect_first))
+    return t
+
+
 def _round_reductions(r: Union[int, Sequence[int]], iters: int) -> list:
     """Per-round reductions from a scalar ``r`` or a sequence of ``iters``."""
     if isinstance(iters, bool) or int(iters) != iters or iters < 0:
@@ -73,7 +89,7 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
         previous relative order, then all B groups in theirs.
     """
     batch, t = order.shape
-    r = min(r, (t - int(protect_first)) // 2)
+    r = min(r, round_cap(t, protect_first))
     if r <= 0:
         return order, slot_of_token
     n, c = sums.shape[1:]
@@ -127,7 +143,7 @@ def _gram_round(sums: Tensor, norms: Tensor, gram: Tensor, order: Tensor,
         (the rest as :func:`_match_round`)
     """
     batch, t = order.shape
-    r = min(r, (t - int(protect_first)) // 2)
+    r = min(r, round_cap(t, protect_first))
     if r <= 0:
         return order, slot_of_token
     n, c = sums.shape[1:]
@@ -259,7 +275,8 @@ def partition_plan(rounds: Sequence[int], num_tokens: int,
     """The realised merges and group counts of a schedule, padded.
 
     Args:
-        rounds: requested merges per round (a level's ``MorphLevel.rounds``).
+        rounds: requested merges per round (a level's
+            ``MorphLevel.per_round``).
         num_tokens: N.
         protect_first: whether position 0 never merges (for the caps).
         max_rounds: pad with no-op rounds ``(0, t)`` to this many (the
@@ -272,7 +289,7 @@ def partition_plan(rounds: Sequence[int], num_tokens: int,
     """
     plan, t = [], num_tokens
     for r in rounds:
-        r = max(0, min(int(r), (t - int(protect_first)) // 2))
+        r = min(max(0, int(r)), round_cap(t, protect_first))
         plan.append((r, t))
         t -= r
     max_rounds = len(plan) if max_rounds is None else int(max_rounds)
@@ -474,6 +491,6 @@ def group_sizes(groups: Tensor) -> Tensor:
     return counts.gather(1, groups)
 
 
-def num_groups(groups: Tensor) -> int:
+def count_groups(groups: Tensor) -> int:
     """Number of groups G (the same for every image)."""
     return int(groups[0].max()) + 1 if groups.numel() else 0

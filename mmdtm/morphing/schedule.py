@@ -1,7 +1,7 @@
 """The random morphing schedule: how many tokens to merge, in how many rounds.
 
 Drawn once per training step and shared by the whole batch on one process
-(dtm-method.md, item 8). For level l with bounds (n_l, K_l):
+(``docs/method.md``, item 8). For level l with bounds (n_l, K_l):
 
 * ``count='merge'`` (reference): m_l ~ U{0..n_l} tokens to merge,
   k_l ~ U{1..K_l} rounds, r_l = ceil(m_l / k_l) merges per round, but
@@ -21,6 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from .partition import round_cap
+
 COUNTS = ('merge', 'remain')
 GUARDS = ('own', 'first')
 
@@ -31,28 +33,23 @@ class MorphLevel:
 
     Attributes:
         merge: the sampled number m of tokens to merge.
-        iters: the sampled number k of matching rounds.
-        rounds: merges requested per round (length ``iters``).
+        num_rounds: the sampled number k of matching rounds.
+        per_round: merges requested in each round (length ``num_rounds``).
     """
     merge: int
-    iters: int
-    rounds: Tuple[int, ...]
+    num_rounds: int
+    per_round: Tuple[int, ...]
 
     @property
     def is_identity(self) -> bool:
-        return not any(self.rounds)
-
-
-def _round_cap(t: int, protect_first: bool) -> int:
-    """The most one matching round can merge among t tokens."""
-    return max(0, (t - int(protect_first)) // 2)
+        return not any(self.per_round)
 
 
 def _max_merges(t: int, rounds: int, protect_first: bool) -> int:
     """The most ``rounds`` matching rounds can merge among t tokens."""
     start = t
     for _ in range(rounds):
-        t -= _round_cap(t, protect_first)
+        t -= round_cap(t, protect_first)
     return start - t
 
 
@@ -90,7 +87,7 @@ def level_rounds(merge: int,
             q = iters - i  # rounds left, this one included
             r = math.ceil(left / q)
             if t is not None:
-                cap = _round_cap(t, protect_first)
+                cap = round_cap(t, protect_first)
                 # take more now if the later rounds could not finish the job
                 while r < cap and left - r > _max_merges(
                         t - r, q - 1, protect_first):
@@ -164,16 +161,6 @@ def check_levels(max_merge: Sequence[int],
         if num_tokens is not None and n_l > num_tokens:
             raise ValueError(f'max_merge[{i}]={n_l} exceeds the number of '
                              f'tokens ({num_tokens})')
-
-
-def realised_groups(num_tokens: int, rounds: Sequence[int],
-                    protect_first: bool = True) -> int:
-    """Groups left after matching ``num_tokens`` with the per-round ``rounds``
-    (each capped at floor((t - protected) / 2))."""
-    t = num_tokens
-    for r in rounds:
-        t -= min(r, _round_cap(t, protect_first))
-    return t
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:

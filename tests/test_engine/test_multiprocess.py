@@ -148,7 +148,7 @@ def test_two_processes_gloo_and_resume(two_procs, tmp_path):
                                      step_generator(seed, rank, step),
                                      num_tokens=16)
             assert dump['groups'][step] == tuple(
-                realised_groups(16, lv.rounds) for lv in levels)
+                realised_groups(16, lv.per_round) for lv in levels)
     assert r0['groups'] != r1['groups']
 
     # resume a 2-process run from iteration 2: same end state, both ranks

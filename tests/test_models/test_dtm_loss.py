@@ -11,8 +11,8 @@ from mmdtm.morphing import MorphLevel
 # joins t0 into t1. Groups: {t0, t1}, {t2}, {t3}.
 TARGET = torch.tensor([[[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.2, 1.0]]])
 PRED = torch.tensor([[[0.0, 0.0], [2.0, 2.0], [1.0, 0.0], [0.0, 3.0]]])
-ONE_MERGE = [MorphLevel(merge=1, iters=1, rounds=(1, ))]
-IDENTITY = [MorphLevel(merge=0, iters=1, rounds=(0, ))]
+ONE_MERGE = [MorphLevel(merge=1, num_rounds=1, per_round=(1, ))]
+IDENTITY = [MorphLevel(merge=0, num_rounds=1, per_round=(0, ))]
 
 # morphed pairs (u, v) per token
 U = [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 3.0]]

@@ -1,7 +1,7 @@
 """An independent, deliberately naive formulation of DTM's matching.
 
 Per image, in float64, with explicit (t, N) membership ("source") matrices as
-dtm-method.md describes: a group's feature is recomputed from scratch as the
+docs/method.md describes: a group's feature is recomputed from scratch as the
 plain mean of its original tokens every round. Used only by the tests.
 """
 import torch

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from mmdtm.morphing import (bipartite_partition, group_mean, group_sizes,
-                            num_groups, realised_groups)
+from mmdtm.morphing import (bipartite_partition, count_groups, group_mean,
+                            group_sizes, realised_groups)
 
 from .dense_reference import dense_group_mean, dense_partition
 
@@ -26,7 +26,7 @@ def test_partition_matches_dense_reference(protect_first, r, iters, seed):
     assert margin > 1e-5
     assert torch.equal(ours, ref)
     expected = realised_groups(metric.shape[1], [r] * iters, protect_first)
-    assert num_groups(ours) == expected
+    assert count_groups(ours) == expected
     # ids are dense 0..G-1 in every image
     for row in ours:
         assert torch.equal(row.unique(), torch.arange(expected))
@@ -38,7 +38,7 @@ def test_partition_full_size_against_dense():
     ref, margin = dense_partition(metric, [14] * 7, return_margin=True)
     assert margin > 1e-5  # no float32 near-tie in this input
     assert torch.equal(ours, ref)
-    assert num_groups(ours) == 196 - 98
+    assert count_groups(ours) == 196 - 98
 
 
 def test_per_round_reductions_sequence():
@@ -61,9 +61,9 @@ def test_protect_first_keeps_token_zero_alone():
     metric = torch.ones(2, 10, 4)  # everything identical: all want to merge
     out = bipartite_partition(metric, 100, 5, protect_first=True)
     assert (group_sizes(out)[:, 0] == 1).all()
-    assert num_groups(out) == 2  # token 0 and one group of the other 9
+    assert count_groups(out) == 2  # token 0 and one group of the other 9
     out = bipartite_partition(metric, 100, 5, protect_first=False)
-    assert num_groups(out) == 1
+    assert count_groups(out) == 1
 
 
 def test_cap_and_stable_ties():
@@ -98,7 +98,7 @@ def test_random_split_uses_generator_and_matches_dense():
         assert _as_sets(a) == _as_sets(b)
     alt = bipartite_partition(metric, 3, 3)
     assert any(_as_sets(a) != _as_sets(b) for a, b in zip(out1, alt))
-    assert num_groups(out1) == num_groups(alt)
+    assert count_groups(out1) == count_groups(alt)
     # token 0 stays alone when protected, even under the random split
     assert (group_sizes(out1)[:, 0] == 1).all()
 
@@ -143,10 +143,10 @@ def test_group_mean_with_known_number_of_groups():
     groups = bipartite_partition(metric, 4, 3)
     x = torch.randn(2, 30, 6, dtype=torch.float64, requires_grad=True)
     full = group_mean(x, groups)
-    compact = group_mean(x, groups, num_groups=num_groups(groups))
+    compact = group_mean(x, groups, num_groups=count_groups(groups))
     torch.testing.assert_close(compact, full)
     assert torch.autograd.gradcheck(
-        lambda t: group_mean(t, groups, num_groups=num_groups(groups)),
+        lambda t: group_mean(t, groups, num_groups=count_groups(groups)),
         (x, ))
 
 

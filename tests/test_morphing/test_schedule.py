@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 import torch
 
-from mmdtm.morphing import (bipartite_partition, level_rounds, num_groups,
+from mmdtm.morphing import (bipartite_partition, count_groups, level_rounds,
                             realised_groups, sample_schedule, step_generator)
 from mmdtm.morphing.schedule import check_levels
 
@@ -52,7 +52,7 @@ def test_remain_reading_matches_real_partition():
     for m, k in [(0, 3), (37, 5), (150, 14), (195, 14), (100, 1)]:
         rounds = level_rounds(m, k, 'remain', num_tokens=196)
         groups = bipartite_partition(metric, rounds, k)
-        assert num_groups(groups) == realised_groups(196, rounds)
+        assert count_groups(groups) == realised_groups(196, rounds)
 
 
 @pytest.mark.parametrize('count', ['merge', 'remain'])
@@ -64,8 +64,8 @@ def test_sampling_distribution(count):
         (level, ) = sample_schedule([n], [kmax], g, count=count,
                                     num_tokens=n, protect_first=False)
         ms[level.merge] += 1
-        ks[level.iters] += 1
-        assert len(level.rounds) == level.iters
+        ks[level.num_rounds] += 1
+        assert len(level.per_round) == level.num_rounds
     # m ~ U{0..n}, k ~ U{1..K}: every value, each within 25% of uniform
     assert sorted(ms) == list(range(n + 1))
     assert sorted(ks) == list(range(1, kmax + 1))

@@ -95,10 +95,10 @@ def test_one_graph_for_fifty_schedule_draws(dynamo_clean):
                                         protect_first=protect)[0]
                 kwargs = dict(protect_first=protect, split=split)
                 out = compiled_partition(
-                    metric, level.rounds, level.iters, 5, **kwargs,
+                    metric, level.per_round, level.num_rounds, 5, **kwargs,
                     generator=torch.Generator().manual_seed(step))
                 ref = bipartite_partition(
-                    metric, level.rounds, level.iters, **kwargs,
+                    metric, level.per_round, level.num_rounds, **kwargs,
                     generator=torch.Generator().manual_seed(step))
                 assert torch.equal(out, ref), level
                 draws += not level.is_identity

@@ -12,7 +12,7 @@ def check_dtm_parts(neck: nn.Module, head: nn.Module,
 
     Args:
         neck: maps student features to (B, N, D); exposes ``out_channels``.
-        head: a ``DTMHead`` (``loss_module.check_num_tokens``).
+        head: a ``DTMHead`` (``check_num_tokens``).
         target_generator: the teacher; exposes ``out_dim``, ``num_patches``.
         num_tokens: N, the student's patch tokens.
         prefix: the fields' prefix in the config, e.g. ``'dtm_'``.
@@ -42,6 +42,6 @@ def check_dtm_parts(neck: nn.Module, head: nn.Module,
             f'the teacher ({prefix}target_generator) has {teacher} but the '
             f'student (backbone) has {student}; {fix}')
     try:
-        head.loss_module.check_num_tokens(num_tokens)
+        head.check_num_tokens(num_tokens)
     except ValueError as err:
         raise ValueError(f'{prefix}head.loss.{err}') from err

@@ -22,13 +22,15 @@ class DTMHead(BaseModule):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.loss_module = MODELS.build(loss)
-        self.last_stats: Dict[str, Tensor] = {}
+
+    def check_num_tokens(self, num_tokens: int) -> None:
+        """Raise ``ValueError`` if the loss cannot morph N tokens."""
+        self.loss_module.check_num_tokens(num_tokens)
 
     def loss_and_stats(self, pred: Tensor, target: Tensor,
                        mask: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """``{'loss': ..., 'groups_l1': ...}`` for (B, N, D) inputs."""
         loss, stats = self.loss_module.compute(pred, target, mask)
-        self.last_stats = stats
         return dict(loss=loss, **stats)
 
     def loss(self, pred: Tensor, target: Tensor,

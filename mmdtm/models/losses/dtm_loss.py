@@ -3,8 +3,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.dist import broadcast, get_rank, is_distributed
-from mmengine.dist.utils import get_comm_device
+from mmengine.dist import get_rank, sync_random_seed
 from torch import Tensor, nn
 
 from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels,
@@ -50,15 +49,6 @@ def standardize(v: Tensor, eps: float = 1e-6) -> Tensor:
     return (v - mean) / (var + eps).sqrt()
 
 
-def _shared_seed() -> int:
-    """A seed drawn from torch's global RNG on rank 0, the same on all."""
-    seed = torch.randint(0, 2**31 - 1, (1, ))
-    if is_distributed():
-        seed = seed.to(get_comm_device())
-        broadcast(seed, src=0)
-    return int(seed)
-
-
 @MODELS.register_module()
 class DTMLoss(nn.Module):
     """Dynamic Token Morphing loss (docs/method.md, items 4 to 9).
@@ -90,10 +80,11 @@ class DTMLoss(nn.Module):
         standardize_target: per-token standardisation of the morphed targets
             (the reference's ``--normalize_target``, unbiased variance).
         loss_weight: w.
-        seed: base seed of the schedule. ``None`` draws one from torch's
-            global RNG at build time (seeded by the Runner's ``randomness``)
-            on rank 0 and broadcasts it, so that every rank shares it even
-            with ``diff_rank_seed=True`` (a resumed run restores rank 0's).
+        seed: base seed of the schedule. ``None``: MMEngine's
+            ``sync_random_seed`` at build time (numpy's global RNG, seeded
+            by the Runner's ``randomness``, on rank 0, broadcast), so that
+            every rank shares it even with ``diff_rank_seed=True`` (a
+            resumed run restores rank 0's).
             The seed and the number of calls are buffers, saved in
             checkpoints, so a resumed run draws the same schedules.
         compile: each level (partition and group means) as one
@@ -152,7 +143,7 @@ class DTMLoss(nn.Module):
         self.standardize_target = standardize_target
         self.loss_weight = float(loss_weight)
         if seed is None:
-            seed = _shared_seed()
+            seed = sync_random_seed()  # rank 0's draw, on every rank
         # [seed, calls]: a persistent buffer, so checkpoints carry them. The
         # Python mirrors avoid a device sync per step on CUDA.
         self._seed, self._calls = int(seed), 0
@@ -172,8 +163,9 @@ class DTMLoss(nn.Module):
         check_levels(self.max_merge, self.max_iters, num_tokens=num_tokens,
                      count=self.count, guard=self.guard)
 
-    def next_generator(self) -> torch.Generator:
-        """The generator of this call; advances the call counter."""
+    def take_call_generator(self) -> torch.Generator:
+        """The generator of this call, (seed, rank, call); counts the call,
+        so the next one gets the next generator."""
         generator = step_generator(self._seed, get_rank(), self._calls)
         self._calls += 1
         self.schedule_state[1].fill_(self._calls)
@@ -219,7 +211,7 @@ class DTMLoss(nn.Module):
                              f'{tuple(pred.shape)} and {tuple(target.shape)}')
         batch, n, d = pred.shape
         self.check_num_tokens(n)
-        generator = self.next_generator()
+        generator = self.take_call_generator()
         if levels is None:
             levels = sample_schedule(
                 self.max_merge, self.max_iters, generator, count=self.count,
@@ -230,15 +222,16 @@ class DTMLoss(nn.Module):
         for i, level in enumerate(levels, start=1):
             groups = None
             u, v = pred_f, target_f
-            num_groups = realised_groups(n, level.rounds, self.protect_first)
+            groups_left = realised_groups(n, level.per_round,
+                                          self.protect_first)
             if not level.is_identity:
                 groups, u, v = self._morph(pred_f, target_f, level, i - 1,
-                                           num_groups, generator)
+                                           groups_left, generator)
             if self.standardize_target:
                 v = standardize(v)
             dist = token_distance(u, v, self.distance, self.beta)
             losses.append(self._reduce(dist, groups, mask))
-            stats[f'groups_l{i}'] = torch.tensor(float(num_groups),
+            stats[f'groups_l{i}'] = torch.tensor(float(groups_left),
                                                  device=pred.device)
         loss = self.loss_weight * torch.stack(losses).mean()
         return loss, stats
@@ -249,7 +242,7 @@ class DTMLoss(nn.Module):
                 bool(self.compile))
 
     def _morph(self, pred: Tensor, target: Tensor, level: MorphLevel,
-               index: int, num_groups: int,
+               index: int, groups_left: int,
                generator: torch.Generator) -> Tuple[Tensor, Tensor, Tensor]:
         """(groups, u, v) of one level: group ids and group means of both
         sides, eager or as one compiled region."""
@@ -257,15 +250,15 @@ class DTMLoss(nn.Module):
                       generator=generator)
         if self.uses_compile(target.device):
             bound = (self.max_iters[index] if index < len(self.max_iters)
-                     else level.iters)
-            max_rounds = max(bound, level.iters)
-            return compiled_morph(pred, target, level.rounds, level.iters,
+                     else level.num_rounds)
+            max_rounds = max(bound, level.num_rounds)
+            return compiled_morph(pred, target, level.per_round, level.num_rounds,
                                   max_rounds, **kwargs)
-        groups = bipartite_partition(target, level.rounds, level.iters,
+        groups = bipartite_partition(target, level.per_round, level.num_rounds,
                                      **kwargs)
         # G is known from the schedule: G rows per image, no sync
-        return (groups, group_mean(pred, groups, num_groups=num_groups),
-                group_mean(target, groups, num_groups=num_groups))
+        return (groups, group_mean(pred, groups, num_groups=groups_left),
+                group_mean(target, groups, num_groups=groups_left))
 
     def forward(self, pred: Tensor, target: Tensor,
                 mask: Optional[Tensor] = None) -> Tensor:
