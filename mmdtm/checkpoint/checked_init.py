@@ -19,9 +19,9 @@ from typing import Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
-from mmdtm.registry import WEIGHT_INITIALIZERS
 from torch import nn
 
+from mmdtm.registry import WEIGHT_INITIALIZERS
 from .compare import (DERIVED_KEY, CheckpointMismatchError, KeyReport,
                       compare_state_dict, format_keys)
 from .io import load_checkpoint_file, state_dict_of

@@ -1,6 +1,5 @@
 """Find the newest complete, readable checkpoint in a work directory."""
 import glob
-import os
 import os.path as osp
 import re
 import zipfile

@@ -4,6 +4,7 @@ from typing import Optional
 
 from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
+
 from mmdtm.registry import TRANSFORMS
 
 ON_ERROR = ('raise', 'skip')

@@ -2,6 +2,7 @@
 from typing import Iterator, Tuple
 
 from mmengine.dataset import DefaultSampler
+
 from mmdtm.registry import DATA_SAMPLERS
 
 

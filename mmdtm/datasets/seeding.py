@@ -4,6 +4,7 @@ import random
 import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
+
 from mmdtm.registry import TRANSFORMS
 
 

@@ -14,10 +14,11 @@ it.
 import re
 from typing import Callable, List, Tuple
 
-from mmdtm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmpretrain.engine.optimizers import \
     LearningRateDecayOptimWrapperConstructor
 from torch import nn
+
+from mmdtm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 DepthFn = Callable[[str], Tuple[int, int]]
 _BLOCK = re.compile(r'^backbone\.(?:layers|blocks)\.(\d+)\.')

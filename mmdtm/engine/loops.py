@@ -1,13 +1,14 @@
 """Training loops that resume exactly where an interrupted run stopped."""
 import logging
-import time
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
-from mmdtm.registry import LOOPS
+from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import DataLoader
+
+from mmdtm.registry import LOOPS
 
 
 def _skippable_sampler(loader: DataLoader):
@@ -32,24 +33,15 @@ def _private_generator(loader: DataLoader) -> None:
         loader.generator = torch.Generator().manual_seed(0)
 
 
-class _CyclingIterator:
-    """Cycles over the loader forever, one sampler epoch after another.
-
-    What MMEngine's ``_InfiniteDataloaderIterator`` does, without its fixed
-    2 s pause at every epoch switch when the loader has no worker processes
-    (the pause guards against a worker deadlock; without workers it only
-    costs time: 2 s per pass over a small dataset).
-    """
-
-    def __init__(self, loader: DataLoader) -> None:
-        self._dataloader = loader
-        self._iterator = iter(loader)
-        self._epoch = 0
-
-    def __iter__(self) -> '_CyclingIterator':
-        return self
+class _CyclingIterator(_InfiniteDataloaderIterator):
+    """MMEngine's ``_InfiniteDataloaderIterator`` without its fixed 2 s pause
+    (and warning) at every epoch switch when the loader has no worker
+    processes: the pause guards against a worker deadlock; without workers
+    it only costs time (2 s per pass over a small dataset)."""
 
     def __next__(self):
+        if self._dataloader.num_workers > 0:
+            return super().__next__()
         try:
             return next(self._iterator)
         except StopIteration:
@@ -61,8 +53,6 @@ class _CyclingIterator:
                     'sampler', None)
             if hasattr(sampler, 'set_epoch'):
                 sampler.set_epoch(self._epoch)
-            if self._dataloader.num_workers > 0:
-                time.sleep(2)  # MMEngine's guard for worker processes
             self._iterator = iter(self._dataloader)
             return next(self._iterator)
 
@@ -121,7 +111,10 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
                   f'batch {batch} of {len(loader)}', logger='current')
 
     def run(self) -> torch.nn.Module:
-        """Launch training; a resumed run fast-forwards the sampler."""
+        """Launch training: MMEngine's ``run`` except that a resumed run
+        places the sampler (:meth:`_fast_forward`) instead of loading the
+        skipped batches, and the data workers stop when training ends or
+        fails."""
         self.runner.call_hook('before_train')
         self.runner.call_hook('before_train_epoch')
         if self._iter > 0:

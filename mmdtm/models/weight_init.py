@@ -2,8 +2,9 @@
 weights and biases another initializer has drawn, as the reference's
 ``init_scale`` does for the classification head."""
 from mmengine.model.weight_init import BaseInit, update_init_info
-from mmdtm.registry import WEIGHT_INITIALIZERS
 from torch import nn
+
+from mmdtm.registry import WEIGHT_INITIALIZERS
 
 
 @WEIGHT_INITIALIZERS.register_module(name='Scale')

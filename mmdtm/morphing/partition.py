@@ -151,7 +151,7 @@ def _gram_round(sums: Tensor, norms: Tensor, gram: Tensor, order: Tensor,
     rows, row_norms = sums.view(batch * n, c), norms.view(batch * n)
     offset = torch.arange(0, batch * n, n, device=device).unsqueeze(1)
     slot_a, slot_b = order[:, ::2], order[:, 1::2]
-    ta, tb = slot_a.shape[1], slot_b.shape[1]
+    ta = slot_a.shape[1]
     scores = gram.gather(1, slot_a.unsqueeze(-1).expand(-1, -1, n)).gather(
         2, slot_b.unsqueeze(1).expand(-1, ta, -1))  # (B, ta, tb)
     scores.div_(norms.gather(1, slot_a).clamp_min(1e-12).unsqueeze(-1))

@@ -2,7 +2,6 @@
 import json
 import os.path as osp
 
-import pytest
 import torch
 
 from mmdtm.engine import build_runner

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from ..conftest import REPO, TOY_CFG, make_image_folder
+from ..conftest import TOY_CFG, make_image_folder
 from ._load import TOOLS, load_tool
 
 train = load_tool('train')

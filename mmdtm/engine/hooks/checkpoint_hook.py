@@ -11,10 +11,10 @@ from mmengine.dist import (all_gather_object, broadcast_object_list, get_rank,
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
-from mmdtm.registry import HOOKS
 
 from mmdtm.checkpoint import (NoValidCheckpointError, checkpoint_problem,
-                                newest_valid_checkpoint, resume_candidates)
+                              newest_valid_checkpoint, resume_candidates)
+from mmdtm.registry import HOOKS
 from ..rng import get_rng_state, set_rng_state
 
 TMP_SUFFIX = '.tmp'

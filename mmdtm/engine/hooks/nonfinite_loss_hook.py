@@ -7,6 +7,7 @@ from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
+
 from mmdtm.registry import HOOKS
 
 ACTIONS = ('stop', 'skip')

@@ -26,8 +26,9 @@ class BEiTV2DTM(BEiT):
     tokenizer) and one head, builds nothing else, and returns its losses
     without exposing the features, so no config can add a second teacher
     and a second loss term to it. Only ``__init__`` (three more parts) and
-    ``loss`` change; everything else (backbone, neck, head, tokenizer,
-    ``extract_feat``, data flow) is MMPretrain's.
+    ``loss`` (``BEiT.loss``, then the DTM term) change; everything else
+    (backbone, neck, head, tokenizer, ``extract_feat``, data flow) is
+    MMPretrain's.
 
     Args:
         dtm_neck: ``DTMNeck`` mapping (B, N, C) features to (B, N, D); use
@@ -58,25 +59,26 @@ class BEiTV2DTM(BEiT):
 
     def loss(self, inputs: List[Tensor], data_samples: List[DataSample],
              **kwargs) -> Dict[str, Tensor]:
-        """BEiT v2's losses and the DTM term.
+        """BEiT v2's losses (MMPretrain's ``BEiT.loss``, unchanged) and the
+        DTM term on the neck's features, caught with a forward hook.
 
         Args:
             inputs: [(B, 3, H, W) student view, (B, 3, H', W') tokenizer
                 view] from ``TwoNormDataPreprocessor``.
             data_samples: each carries ``mask`` (h, w), 1 = masked.
         """
+        caught = []
+        hook = self.neck.register_forward_hook(
+            lambda module, args, out: caught.append(out[0]))
+        try:
+            losses = super().loss(inputs, data_samples, **kwargs)
+        finally:
+            hook.remove()
         img = inputs[0]
         mask = torch.stack([ds.mask for ds in data_samples]).to(img.device)
-        img_latent = self.backbone(img, mask)
-        with torch.no_grad():
-            codes = self.target_generator(inputs[1]).detach()
-        feats, feats_cls_pt = self.neck(
-            img_latent, rel_pos_bias=self.backbone.shared_rel_pos_bias)
-        loss_1, loss_2 = self.head.loss(feats, feats_cls_pt, codes, mask)
-
-        pred = self.dtm_neck(feats)  # (B, N, D)
+        pred = self.dtm_neck(caught[0])  # (B, N, D)
         target = self.dtm_target_generator(img)  # (B, N, D), no grad
         dtm = self.dtm_head.loss_and_stats(pred, target, mask)
-        losses = dict(loss_1=loss_1, loss_2=loss_2, loss_dtm=dtm.pop('loss'))
+        losses['loss_dtm'] = dtm.pop('loss')
         losses.update({f'dtm_{k}': v for k, v in dtm.items()})
         return losses

@@ -1,6 +1,5 @@
 """A frozen open_clip vision tower that produces per-patch targets."""
 import copy
-import os.path as osp
 from typing import Optional, Sequence, Tuple
 
 from mmengine.logging import print_log
@@ -11,8 +10,8 @@ from mmdtm.registry import MODELS
 from .frozen_teacher import AUTOCAST_DTYPES, CLIP_MEAN, CLIP_STD  # noqa: F401
 from .frozen_teacher import INPUT_NORMS  # noqa: F401
 from .frozen_teacher import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher,
-                             check_tag_agrees, grid_str,
-                             looks_like_path)
+                             check_tag_agrees, grid_str, looks_like_path,
+                             read_weights)
 from .timm_generator import (refuse_non_vit, timm_patch_tokens,
                              trunk_input_size, trunk_patch_size)
 
@@ -52,21 +51,13 @@ def create_open_clip(model_name: str, pretrained: Optional[str],
 def _load_visual_weights(model: nn.Module, path: str, model_name: str) -> None:
     """Load a full open_clip checkpoint, or a visual-only one, strictly."""
     import open_clip
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'CLIP teacher weights not found: pretrained={path!r} is not a '
-            f'file. ' + HOW_TO_GET.format(model=model_name))
     try:
         open_clip.load_checkpoint(model, path, strict=True)
         return
     except Exception as full_err:  # maybe a visual-tower-only file
-        try:
-            state = open_clip.factory.load_state_dict(path)
-        except Exception as err:
-            raise RuntimeError(
-                f'CLIP teacher weights {path!r} are not a readable '
-                f'checkpoint ({type(err).__name__}: {err}). ' +
-                HOW_TO_GET.format(model=model_name)) from err
+        state = read_weights(path, open_clip.factory.load_state_dict,
+                             'CLIP teacher',
+                             HOW_TO_GET.format(model=model_name))
         visual = {k[len('visual.'):]: v for k, v in state.items()
                   if k.startswith('visual.')} or state
         try:
@@ -87,7 +78,8 @@ def _load_visual_weights(model: nn.Module, path: str, model_name: str) -> None:
 
 def _tower_kind(visual: nn.Module, model_name: str) -> str:
     """``'native'`` (open_clip's own ViT) or ``'timm'`` (a timm ViT trunk);
-    raise for the towers that give no patch tokens."""
+    raise for the towers that give no patch tokens (an attentional pooler,
+    or a strided feature map: :func:`refuse_non_vit`)."""
     from open_clip.timm_model import TimmModel
     from open_clip.transformer import VisionTransformer
     if isinstance(visual, VisionTransformer):
@@ -97,15 +89,10 @@ def _tower_kind(visual: nn.Module, model_name: str) -> str:
                 f'its tower ends in an attentional pooler (CoCa), whose '
                 f'tokens are learned queries, not image patches')
         return 'native'
-    if isinstance(visual, TimmModel):
-        refuse_non_vit(visual.trunk, f'the timm image tower of '
-                                     f'{model_name!r}')
-        return 'timm'
-    raise ValueError(
-        f'{model_name!r} has no ViT image tower with patch tokens: its '
-        f'{type(visual).__name__} tower (e.g. the modified ResNet) gives a '
-        f'strided feature map, not one token per image patch; use a ViT '
-        f'open_clip model')
+    is_timm = isinstance(visual, TimmModel)
+    refuse_non_vit(visual.trunk if is_timm else visual,
+                   f'the image tower of {model_name!r}')
+    return 'timm'
 
 
 def _timm_tower_projection(visual: nn.Module) -> Tuple[list, int]:
@@ -286,7 +273,6 @@ class CLIPTargetGenerator(FrozenTeacher):
     @staticmethod
     def _build_visual(model_name: str, pretrained: Optional[str],
                       cache_dir: Optional[str], model_cfg: dict) -> nn.Module:
-        import open_clip
         if pretrained is None:
             print_log(
                 f'CLIPTargetGenerator: the {model_name} teacher is RANDOMLY '

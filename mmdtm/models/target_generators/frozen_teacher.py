@@ -28,6 +28,23 @@ Norm = Tuple[Tuple[float, ...], Tuple[float, ...]]
 _WEIGHT_SUFFIXES = ('.pt', '.pth', '.bin', '.safetensors', '.ckpt', '.npz')
 
 
+def read_weights(path: str, load: Callable[[str], dict], what: str,
+                 how_to_get: str) -> dict:
+    """``load(path)``, or an error naming the file and how to get the
+    weights: ``FileNotFoundError`` (no such file), ``RuntimeError`` (not a
+    readable checkpoint)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{what} weights not found: pretrained={path!r} is not a '
+            f'file. ' + how_to_get)
+    try:
+        return load(path)
+    except Exception as err:
+        raise RuntimeError(
+            f'{what} weights {path!r} are not a readable checkpoint '
+            f'({type(err).__name__}: {err}). ' + how_to_get) from err
+
+
 def looks_like_path(pretrained: str) -> bool:
     """Whether ``pretrained`` names a local file rather than a tag."""
     return (os.sep in pretrained or pretrained.startswith('.')

@@ -1,6 +1,5 @@
 """A frozen plain timm ViT (DINOv2, MAE, DeiT III, ...) as the teacher, and
 the patch-token extraction shared with open_clip's timm towers."""
-import os.path as osp
 import sys
 from typing import Optional, Sequence, Tuple
 
@@ -9,8 +8,8 @@ from torch import Tensor, nn
 
 from mmdtm.registry import MODELS
 from .frozen_teacher import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher,
-                             check_tag_agrees, grid_str,
-                             looks_like_path)
+                             check_tag_agrees, grid_str, looks_like_path,
+                             read_weights)
 
 TIMM_HOW_TO_GET = (
     'Get the weights on a machine that is online, e.g. '
@@ -30,7 +29,8 @@ def is_timm_vit(trunk: nn.Module) -> bool:
 
 def refuse_non_vit(trunk: nn.Module, what: str) -> None:
     """Raise for towers that give a strided feature map (ConvNeXt, ResNet,
-    Swin, FastViT, ...) instead of ViT patch tokens."""
+    Swin, FastViT, open_clip's modified ResNet, ...) instead of ViT patch
+    tokens."""
     if not is_timm_vit(trunk):
         raise ValueError(
             f'{what} ({type(trunk).__name__}) is not a ViT: it gives a '
@@ -78,17 +78,8 @@ def _load_file(model: nn.Module, path: str, name: str) -> None:
     the model's own ``checkpoint_filter_fn`` (original formats, position
     embedding resampling)."""
     import timm
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'timm teacher weights not found: pretrained={path!r} is not a '
-            f'file. ' + TIMM_HOW_TO_GET.format(name=name))
-    try:
-        state = timm.models.load_state_dict(path)
-    except Exception as err:
-        raise RuntimeError(
-            f'timm teacher weights {path!r} are not a readable checkpoint '
-            f'({type(err).__name__}: {err}). ' +
-            TIMM_HOW_TO_GET.format(name=name)) from err
+    state = read_weights(path, timm.models.load_state_dict, 'timm teacher',
+                         TIMM_HOW_TO_GET.format(name=name))
     filter_fn = getattr(sys.modules[type(model).__module__],
                         'checkpoint_filter_fn', None)
     try:
