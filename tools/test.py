@@ -19,7 +19,8 @@ if REPO not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from mmdtm.engine import build_runner  # noqa: E402
-from mmdtm.engine.launch import LAUNCHERS, cpu_distributed_fallback  # noqa
+from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
+                                cpu_distributed_fallback)
 
 TEST_KEYS = ('test_dataloader', 'test_evaluator', 'test_cfg')
 
@@ -76,7 +77,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     cfg = merge_args(Config.fromfile(args.config), args)
     cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)
-    return runner.test()
+    metrics = runner.test()
+    close_group()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -22,8 +22,8 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmdtm.engine import build_runner  # noqa: E402
-from mmdtm.engine.launch import (LAUNCHERS, cpu_distributed_fallback,  # noqa
-                                prepare_restart)
+from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
+                                cpu_distributed_fallback, prepare_restart)
 from mmdtm.engine.lost_ranks import report_lost_ranks  # noqa: E402
 
 
@@ -121,6 +121,7 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     runner = build_runner(cfg)
     with report_lost_ranks(runner):  # names ranks lost by a collective
         runner.train()
+        close_group()
     return runner
 
 

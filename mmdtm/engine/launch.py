@@ -81,6 +81,16 @@ def init_group(backend: str, timeout: float) -> None:
         world_size=world_size, timeout=timedelta(seconds=timeout))
 
 
+def close_group() -> None:
+    """End a distributed run cleanly: wait for every rank, then destroy the
+    process group. Left to the interpreter's exit, gloo's threads can abort
+    a rank that finished ("terminate called without an active exception",
+    exit code -6), which torchrun takes for a failure and restarts."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
     """Make a distributed ``cfg`` runnable on CPU; no-op with CUDA.
 

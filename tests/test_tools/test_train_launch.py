@@ -41,6 +41,10 @@ def test_train_sh_two_processes_on_cpu(tmp_path):
         timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
+    # both workers ended cleanly: no worker aborted at exit and made
+    # torchrun restart a finished run (tools/train.py closes the group)
+    assert 'torchrun restart' not in out and 'exitcode' not in out, \
+        out[-3000:]
     assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == [
         'iter_3.pth']
     if not torch.cuda.is_available():
