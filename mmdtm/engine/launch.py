@@ -22,6 +22,15 @@ from mmengine.logging import print_log
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 #: seconds the processes may take to join the group (at least)
 RENDEZVOUS_TIMEOUT = 600
+#: seconds a collective may wait when the config sets no dist_cfg.timeout
+DEFAULT_TIMEOUT = 1800.0
+
+
+def collective_timeout(cfg: Config) -> float:
+    """``env_cfg.dist_cfg.timeout`` of ``cfg`` (:data:`DEFAULT_TIMEOUT`
+    when unset), in seconds."""
+    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
+    return float(dist_cfg.get('timeout', DEFAULT_TIMEOUT))
 
 
 def _env_from_launcher(launcher: str, port: Optional[str] = None) -> None:
@@ -122,7 +131,7 @@ def cpu_distributed_fallback(cfg: Config, launcher: str) -> bool:
             f'(CPU), world size {os.environ["WORLD_SIZE"]}.',
             logger='current', level=30)
     if not dist.is_initialized():
-        init_group('gloo', float(dist_cfg.get('timeout', 1800)))
+        init_group('gloo', collective_timeout(cfg))
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
@@ -155,8 +164,7 @@ def prepare_restart(cfg: Config, launcher: str) -> bool:
             and not dist.is_initialized()):
         dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
         torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
-        init_group(dist_cfg.get('backend', 'nccl'),
-                   float(dist_cfg.get('timeout', 1800)))
+        init_group(dist_cfg.get('backend', 'nccl'), collective_timeout(cfg))
     work_dir = cfg.get('work_dir')
     if not work_dir or not (
             osp.isfile(osp.join(work_dir, 'last_checkpoint'))

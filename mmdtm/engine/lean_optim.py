@@ -28,6 +28,7 @@ from typing import Any, Dict, Hashable, List, Optional, Sequence
 import torch
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIMIZERS
+from mmpretrain.utils import get_ori_model
 from torch import nn
 
 from mmdtm.registry import OPTIM_WRAPPER_CONSTRUCTORS
@@ -184,8 +185,7 @@ class _LeanMixin:
         return optimizer_cls
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        inner = model.module if hasattr(model, 'module') else model
-        devices = {p.device for p in inner.parameters()}
+        devices = {p.device for p in get_ori_model(model).parameters()}
         kernels = fast_kernel_kwargs(self._optimizer_cls(),
                                      sorted(devices, key=str),
                                      self.optimizer_cfg)

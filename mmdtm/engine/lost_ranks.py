@@ -18,9 +18,10 @@ from typing import Iterator, List, Optional
 import torch.distributed as dist
 from mmengine.logging import print_log
 
+from .launch import collective_timeout
+
 #: a probe waits at most this long for the other ranks (seconds)
 MAX_PROBE_SECONDS = 120.0
-DEFAULT_TIMEOUT = 1800.0
 
 
 class LostRanksError(RuntimeError):
@@ -103,8 +104,7 @@ def report_lost_ranks(runner) -> Iterator[None]:
             and dist.get_world_size() > 1):
         yield
         return
-    timeout = float(runner.cfg.get('env_cfg', {}).get('dist_cfg', {}).get(
-        'timeout', DEFAULT_TIMEOUT))
+    timeout = collective_timeout(runner.cfg)
     probe_timeout = min(timeout, MAX_PROBE_SECONDS)
     try:
         store = _connect_store(probe_timeout)
