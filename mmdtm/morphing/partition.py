@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 
 SPLITS = ('alternate', 'random')
-METHODS = ('rounds', 'gram')
+METHODS = ('auto', 'rounds', 'gram')
+# 'auto' uses the Gram matrix from this many merging rounds on
+GRAM_MIN_ROUNDS = 3
 
 
 def round_cap(t: int, protect_first: bool) -> int:
@@ -126,36 +128,40 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
     return order, slot_of_token
 
 
-def _gram_round(sums: Tensor, norms: Tensor, gram: Tensor, order: Tensor,
+def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
                 slot_of_token: Tensor, r: int, protect_first: bool) -> tuple:
     """:func:`_match_round` reading the scores from the slots' Gram matrix.
 
-    ``gram[:, s, s']`` is the dot product of the sums in slots s and s'
-    (B, N, N), computed once per level; each round gathers its A x B block
-    (no feature gather, no matmul) and, as groups merge, adds the merged
-    rows and then columns into their partners' (a sum's dot products are
-    the sums of its parts'). ``sums`` and ``norms`` are kept as in
-    :func:`_match_round` (the norms of the sums, not of the Gram diagonal).
-    The scores equal the per-round matmul's up to float rounding.
+    ``gram[:, s, s']`` is the dot product of the feature sums of the groups
+    in slots s and s' (computed once per call). A round reads its A x B
+    block (a row gather, then a column gather; no feature gather, no
+    matmul) and, as groups merge, adds the merged rows and then columns
+    into their partners' (a sum's dot products are the sums of its parts').
+    A group's norm is the square root of its diagonal entry, so the
+    features are not kept at all.
+    The scores equal the per-round products' up to float rounding.
 
     Args:
         gram: (B, N, N) float32; updated in place.
+        norms: (B, N) float32 norms of the slots' sums (clamped at 1e-12);
+            updated in place.
         (the rest as :func:`_match_round`)
     """
     batch, t = order.shape
     r = min(r, round_cap(t, protect_first))
     if r <= 0:
         return order, slot_of_token
-    n, c = sums.shape[1:]
-    device = sums.device
-    rows, row_norms = sums.view(batch * n, c), norms.view(batch * n)
+    n = gram.shape[1]
+    device = gram.device
     offset = torch.arange(0, batch * n, n, device=device).unsqueeze(1)
+    g_rows = gram.view(batch * n, n)
     slot_a, slot_b = order[:, ::2], order[:, 1::2]
-    ta = slot_a.shape[1]
-    scores = gram.gather(1, slot_a.unsqueeze(-1).expand(-1, -1, n)).gather(
-        2, slot_b.unsqueeze(1).expand(-1, ta, -1))  # (B, ta, tb)
-    scores.div_(norms.gather(1, slot_a).clamp_min(1e-12).unsqueeze(-1))
-    scores.div_(norms.gather(1, slot_b).clamp_min(1e-12).unsqueeze(1))
+    ta, tb = slot_a.shape[1], slot_b.shape[1]
+    # the (B, ta, tb) A x B block: the A rows, then the B columns of them
+    scores = g_rows.index_select(0, (slot_a + offset).flatten()).view(
+        batch, ta, n).gather(2, slot_b.unsqueeze(1).expand(-1, ta, tb))
+    scores.div_(norms.gather(1, slot_a).unsqueeze(-1))
+    scores.div_(norms.gather(1, slot_b).unsqueeze(1))
     if protect_first:
         scores[:, 0, :] = -torch.inf
     best, best_b = scores.max(dim=-1)  # (B, ta)
@@ -164,18 +170,15 @@ def _gram_round(sums: Tensor, norms: Tensor, gram: Tensor, order: Tensor,
     kept = ranked[:, r:].sort(dim=-1).values
     dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
     src_slot = slot_a.gather(1, src)
-    dst_rows = (dst_slot + offset).flatten()
-    src_rows = (src_slot + offset).flatten()
-    rows.index_add_(0, dst_rows, rows.index_select(0, src_rows))
-    row_norms.index_copy_(0, dst_rows,
-                          rows.index_select(0, dst_rows).norm(dim=-1))
     # Gram: rows, then columns (of the updated rows) of the merged slots
-    g_rows = gram.view(batch * n, n)
-    g_rows.index_add_(0, dst_rows, g_rows.index_select(0, src_rows))
-    g_cols = gram.transpose(1, 2)
-    image = torch.arange(batch, device=device).repeat_interleave(r)
-    g_cols.index_put_((image, dst_slot.flatten()),
-                      g_cols[image, src_slot.flatten()], accumulate=True)
+    dst_rows = (dst_slot + offset).flatten()
+    g_rows.index_add_(0, dst_rows,
+                      g_rows.index_select(0, (src_slot + offset).flatten()))
+    dst_cols = dst_slot.unsqueeze(1).expand(-1, n, -1)  # (B, N, r)
+    gram.scatter_add_(2, dst_cols,
+                      gram.gather(2, src_slot.unsqueeze(1).expand(-1, n, -1)))
+    diag = gram.diagonal(dim1=1, dim2=2).gather(1, dst_slot)
+    norms.scatter_(1, dst_slot, diag.clamp_min(1e-24).sqrt())
     remap = torch.arange(n, device=device).repeat(batch, 1)
     remap.scatter_(1, src_slot, dst_slot)
     slot_of_token = remap.gather(1, slot_of_token)
@@ -189,7 +192,7 @@ def bipartite_partition(metric: Tensor,
                         protect_first: bool = True,
                         split: str = 'alternate',
                         generator: Optional[torch.Generator] = None,
-                        method: str = 'rounds') -> Tensor:
+                        method: str = 'auto') -> Tensor:
     """Partition N tokens into groups by ``iters`` rounds of bipartite matching.
 
     Each round, on the t current groups (cosine similarity of their features,
@@ -213,15 +216,20 @@ def bipartite_partition(metric: Tensor,
             before the even/odd split; position 0 stays first when
             protected).
         generator: RNG for ``split='random'``.
-        method: how the scores are computed: ``'rounds'`` (default: a
-            product of the current A and B groups' features every round) or
-            ``'gram'`` (the slots' Gram matrix once per call, then per-round
-            block gathers and merged-row and column updates; faster for
-            many rounds). Their scores differ by float rounding, so they
-            give the same partition except where two scores are within
-            float32 resolution of each other; that includes exact ties
-            between merged groups (e.g. collinear tokens), which the two
-            may break differently. Hence ``'rounds'`` stays the default.
+        method: how the scores are computed. ``'rounds'``: a product of
+            the current A and B groups' features every round (the static
+            and compiled forms compute exactly this). ``'gram'``: the
+            tokens' Gram matrix once per call, then per round one gather
+            of its A x B block and the merged rows' and columns' updates
+            (no feature gather, no matmul). ``'auto'`` (default):
+            ``'gram'`` when at least :data:`GRAM_MIN_ROUNDS` rounds merge,
+            else ``'rounds'`` (the Gram matrix costs about four first-round
+            products, so it pays off from about three rounds; measured in
+            ``benchmarks/bench_morphing.py``). The two compute the same
+            cosine scores up to float rounding, so they give the same
+            partition except where two scores are within float32
+            resolution of each other (where any two implementations,
+            the reference's included, may order them differently).
 
     Returns:
         (B, N) int64: the group id (0..G-1) of every original token, where
@@ -247,21 +255,28 @@ def bipartite_partition(metric: Tensor,
     if not any(rounds):
         return arange_n.clone()
 
-    use_gram = method == 'gram'
+    if method == 'auto':
+        merging = sum(1 for r_i, _ in partition_plan(rounds, n, protect_first)
+                      if r_i > 0)
+        method = 'gram' if merging >= GRAM_MIN_ROUNDS else 'rounds'
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        sums = metric.detach().float().clone()
-        norms = sums.norm(dim=-1)
-        gram = sums @ sums.transpose(1, 2) if use_gram else None
+        feats = metric.detach().float()
+        if method == 'gram':
+            gram = feats @ feats.transpose(1, 2)  # (B, N, N)
+            norms = gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).sqrt()
+        else:
+            feats = feats.clone()
+            norms = feats.norm(dim=-1)
         order, slot_of_token = arange_n, arange_n
         for r_i in rounds:
             if split == 'random':
                 order = _random_order(order, protect_first, generator)
-            if use_gram:
-                order, slot_of_token = _gram_round(sums, norms, gram, order,
+            if method == 'gram':
+                order, slot_of_token = _gram_round(gram, norms, order,
                                                    slot_of_token, r_i,
                                                    protect_first)
             else:
-                order, slot_of_token = _match_round(sums, norms, order,
+                order, slot_of_token = _match_round(feats, norms, order,
                                                     slot_of_token, r_i,
                                                     protect_first)
         position = torch.empty_like(arange_n)

@@ -156,10 +156,37 @@ def test_schedule_is_drawn_per_call_and_resumable():
     (dict(count='tokens'), 'count'),
     (dict(beta=0), 'beta'),
     (dict(compile='always'), 'compile'),
+    (dict(method='dense'), 'method'),
 ])
 def test_invalid_config_names_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DTMLoss(**kwargs)
+
+
+def test_method_selects_the_eager_partition(monkeypatch):
+    """DTMLoss(method=...) reaches bipartite_partition: 'gram' runs the
+    Gram rounds, 'rounds' the per-round products, with the same losses
+    (no near-ties in this input)."""
+    import mmdtm.morphing.partition as part
+    g = torch.Generator().manual_seed(3)
+    pred, target = (torch.randn(2, 40, 16, generator=g),
+                    torch.randn(2, 40, 16, generator=g))
+    used, values = {}, {}
+    for method in ('rounds', 'gram'):
+        calls = {'_match_round': 0, '_gram_round': 0}
+        for name in calls:
+            def spy(*args, _fn=getattr(part, name), _name=name):
+                calls[_name] += 1
+                return _fn(*args)
+            monkeypatch.setattr(part, name, spy)
+        loss = DTMLoss(max_merge=[40, 40], max_iters=[8, 8], seed=1,
+                       compile=False, method=method)
+        values[method] = [loss(pred, target) for _ in range(4)]
+        used[method] = dict(calls)
+        monkeypatch.undo()
+    assert used['rounds']['_gram_round'] == 0 < used['rounds']['_match_round']
+    assert used['gram']['_match_round'] == 0 < used['gram']['_gram_round']
+    torch.testing.assert_close(values['gram'], values['rounds'])
 
 
 def test_too_many_merges_for_tokens():
@@ -194,8 +221,9 @@ def test_compiled_partition_gives_the_same_losses(split, monkeypatch):
         2, 20, 6, generator=g)
     results = []
     for flag in (False, True):
+        # the eager twin of the static op computes per-round products
         module = DTMLoss(max_merge=[20, 10], max_iters=[4, 3], seed=5,
-                         split=split, compile=flag)
+                         split=split, compile=flag, method='rounds')
         assert module.uses_compile(pred.device) is flag
         values, grads = [], []
         for _ in range(6):

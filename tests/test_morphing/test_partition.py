@@ -12,13 +12,16 @@ def _metric(seed, b=3, n=24, c=8):
     return torch.randn(b, n, c, generator=g)
 
 
+@pytest.mark.parametrize('method', ['rounds', 'gram'])
 @pytest.mark.parametrize('protect_first', [True, False])
 @pytest.mark.parametrize('r,iters', [(1, 1), (3, 2), (5, 4), (11, 1),
                                      (4, 7), (20, 3)])
 @pytest.mark.parametrize('seed', range(4))
-def test_partition_matches_dense_reference(protect_first, r, iters, seed):
+def test_partition_matches_dense_reference(protect_first, r, iters, seed,
+                                           method):
     metric = _metric(seed)
-    ours = bipartite_partition(metric, r, iters, protect_first=protect_first)
+    ours = bipartite_partition(metric, r, iters, protect_first=protect_first,
+                               method=method)
     ref, margin = dense_partition(metric, [r] * iters,
                                   protect_first=protect_first,
                                   return_margin=True)
@@ -178,3 +181,39 @@ def test_gram_method_full_size_and_bad_name():
                        bipartite_partition(metric, 7, 14))
     with pytest.raises(ValueError, match='method'):
         bipartite_partition(metric, 7, 14, method='dense')
+
+
+@pytest.mark.parametrize('rounds,protect_first,expected', [
+    ([98], True, 'rounds'), ([49, 49], True, 'rounds'),
+    ([14] * 7, True, 'gram'), ([7] * 14, False, 'gram'),
+    ([0, 5, 0, 5], True, 'rounds'),  # two rounds merge
+    ([5, 0, 5, 0, 5], True, 'gram'),
+    # the cap leaves 196 -> 98 -> 49 -> 24 -> 12: four merging rounds
+    ([200] * 4, False, 'gram'),
+    # 4 tokens, token 0 protected: round 1 merges 1, then 3 -> cap 1, then
+    # 2 -> cap 0: two merging rounds
+    ([1, 1, 1], True, 'rounds')])
+def test_auto_method_uses_the_gram_matrix_from_three_merging_rounds(
+        rounds, protect_first, expected, monkeypatch):
+    """method='auto' (the default) counts the rounds that merge after the
+    caps: three or more take the Gram path, fewer the per-round products;
+    either way the same partition as the named method."""
+    import mmdtm.morphing.partition as part
+    n = 4 if rounds == [1, 1, 1] else 196
+    metric = _metric(12, b=2, n=n, c=24)
+    calls = {'rounds': 0, 'gram': 0}
+    for name, fn in (('rounds', part._match_round),
+                     ('gram', part._gram_round)):
+        def spy(*args, _fn=fn, _name=name):
+            calls[_name] += 1
+            return _fn(*args)
+        monkeypatch.setattr(part, '_match_round' if name == 'rounds'
+                            else '_gram_round', spy)
+    out = bipartite_partition(metric, rounds, len(rounds),
+                              protect_first=protect_first)
+    assert calls[expected] == len(rounds)
+    assert calls['gram' if expected == 'rounds' else 'rounds'] == 0
+    monkeypatch.undo()
+    assert torch.equal(out, bipartite_partition(
+        metric, rounds, len(rounds), protect_first=protect_first,
+        method=expected))

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels,
                             compiled_morph, group_mean, group_sizes,
                             realised_groups, sample_schedule, step_generator)
-from mmdtm.morphing.partition import SPLITS
+from mmdtm.morphing.partition import METHODS, SPLITS
 from mmdtm.registry import MODELS
 
 DISTANCES = ('smooth_l1', 'l1', 'l2', 'cosine', 'cosine_distance')
@@ -94,6 +94,12 @@ class DTMLoss(nn.Module):
             with the same group ids.
             ``'auto'`` (default): on for CUDA inputs, off on CPU; ``True``:
             everywhere; ``False``: never.
+        method: how the eager partition computes its scores (the
+            ``method`` of :func:`~mmdtm.morphing.bipartite_partition`):
+            ``'auto'`` (default: the Gram matrix from three merging rounds
+            on), ``'rounds'`` (per-round products: exactly what the
+            compiled path computes) or ``'gram'``. Same partitions up to
+            float rounding. Unused where ``compile`` is on.
 
     Schedules: call ``i`` on process ``rank`` draws from a generator seeded
     by (seed, rank, i): every rank draws its own schedule, as the reference
@@ -114,7 +120,8 @@ class DTMLoss(nn.Module):
                  standardize_target: bool = False,
                  loss_weight: float = 1.0,
                  seed: Optional[int] = None,
-                 compile: Union[str, bool] = 'auto') -> None:
+                 compile: Union[str, bool] = 'auto',
+                 method: str = 'auto') -> None:
         super().__init__()
         max_merge, max_iters = list(max_merge), list(max_iters)
         check_levels(max_merge, max_iters, count=count, guard=guard)
@@ -134,7 +141,10 @@ class DTMLoss(nn.Module):
         if compile not in ('auto', True, False):
             raise ValueError(f"compile must be 'auto', True or False, got "
                              f'{compile!r}')
-        self.compile = compile
+        if method not in METHODS:
+            raise ValueError(f'method must be one of {METHODS}, got '
+                             f'{method!r}')
+        self.compile, self.method = compile, method
         self.max_merge, self.max_iters = max_merge, max_iters
         self.count, self.guard = count, guard
         self.protect_first, self.split = protect_first, split
@@ -255,7 +265,7 @@ class DTMLoss(nn.Module):
             return compiled_morph(pred, target, level.per_round, level.num_rounds,
                                   max_rounds, **kwargs)
         groups = bipartite_partition(target, level.per_round, level.num_rounds,
-                                     **kwargs)
+                                     method=self.method, **kwargs)
         # G is known from the schedule: G rows per image, no sync
         return (groups, group_mean(pred, groups, num_groups=groups_left),
                 group_mean(target, groups, num_groups=groups_left))
@@ -270,4 +280,5 @@ class DTMLoss(nn.Module):
                 f'count={self.count!r}, guard={self.guard!r}, '
                 f'protect_first={self.protect_first}, split={self.split!r}, '
                 f'distance={self.distance!r}, reduction={self.reduction!r}, '
-                f'loss_weight={self.loss_weight}, compile={self.compile!r}')
+                f'loss_weight={self.loss_weight}, compile={self.compile!r}, '
+                f'method={self.method!r}')
