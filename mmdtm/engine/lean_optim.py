@@ -20,7 +20,8 @@ parameters' names under ``param_names`` instead) and MMEngine's records
 ``lr_mult`` / ``decay_mult`` of how lr and weight decay were derived.
 Optimizer state dicts of a grouped optimizer have fewer groups than those of
 an ungrouped one, so a checkpoint written with one cannot resume the
-optimizer of the other.
+optimizer of the other: loading one into a grouped optimizer raises an error
+that says so and names the way out (:func:`refuse_other_grouping`).
 """
 import inspect
 from typing import Any, Dict, Hashable, List, Optional, Sequence
@@ -158,12 +159,45 @@ def fast_kernel_kwargs(optimizer_cls: type, devices: Sequence[torch.device],
     return {}
 
 
+def _layout(groups: Sequence[Dict[str, Any]]) -> str:
+    sizes = [len(g['params']) for g in groups]
+    shown = ', '.join(map(str, sizes[:6])) + (', ...' if len(sizes) > 6
+                                              else '')
+    return f'{len(sizes)} parameter groups (sizes {shown})'
+
+
+def refuse_other_grouping(optimizer: torch.optim.Optimizer,
+                          state_dict: Dict[str, Any]) -> None:
+    """Load pre-hook of a grouped optimizer: a state dict whose groups are
+    laid out differently (e.g. one group per parameter, written by
+    MMEngine's or MMPretrain's ungrouped constructors) raises a
+    ``ValueError`` that says why and what to do, instead of torch's bare
+    "different number of parameter groups"."""
+    saved = [len(g['params']) for g in state_dict.get('param_groups', [])]
+    ours = [len(g['params']) for g in optimizer.param_groups]
+    if saved == ours:
+        return
+    raise ValueError(
+        f"cannot load the optimizer state: it has "
+        f"{_layout(state_dict['param_groups'])} but this optimizer has "
+        f"{_layout(optimizer.param_groups)}. This optimizer was built by a "
+        f"Lean*OptimWrapperConstructor (optim_wrapper.constructor), which "
+        f"puts parameters of equal hyper-parameters in one group; the "
+        f"state was written with another grouping (one group per "
+        f"parameter: MMEngine's DefaultOptimWrapperConstructor or "
+        f"MMPretrain's layer-decay constructor). To resume that run, set "
+        f"optim_wrapper.constructor to the constructor it was written with "
+        f"(same hyper-parameters); to start afresh from its weights, use "
+        f"load_from instead of resume.")
+
+
 class _LeanMixin:
     """Group merging and fast kernels on top of a MMEngine constructor.
 
     ``add_params`` at the top level (``prefix == ''``) merges the groups the
     base constructor built; ``__call__`` adds the fast-kernel flags to the
-    optimizer and to gradient clipping by norm.
+    optimizer and to gradient clipping by norm, and
+    :func:`refuse_other_grouping` as the optimizer's load pre-hook.
     """
 
     def add_params(self, params: List[dict], module: nn.Module,
@@ -198,9 +232,12 @@ class _LeanMixin:
             self.optim_wrapper_cfg = dict(self.optim_wrapper_cfg,
                                           clip_grad=dict(clip, foreach=True))
         try:
-            return super().__call__(model)
+            wrapper = super().__call__(model)
         finally:
             self.optimizer_cfg, self.optim_wrapper_cfg = saved
+        wrapper.optimizer.register_load_state_dict_pre_hook(
+            refuse_other_grouping)
+        return wrapper
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()

@@ -170,6 +170,31 @@ def test_grouped_fused_step_matches_ungrouped_step():
     assert not torch.equal(models[0][0].weight, _tiny()[0].weight)
 
 
+def test_resuming_another_grouping_says_why():
+    """A state written by the ungrouped constructor (one group per
+    parameter) cannot resume a grouped optimizer: the error says what the
+    two layouts are and names the config key and load_from; the same
+    grouping resumes every parameter's state."""
+    model = _tiny()
+    lean = build_optim_wrapper(model, copy.deepcopy(TINY_CFG))
+    plain = build_optim_wrapper(model, _ungrouped_cfg(model, TINY_CFG))
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(2))
+    for wrapper in (lean, plain):
+        wrapper.update_params(model(x).square().mean())
+    with pytest.raises(ValueError) as err:
+        build_optim_wrapper(model, copy.deepcopy(TINY_CFG)).load_state_dict(
+            plain.state_dict())
+    msg = str(err.value)
+    assert '6 parameter groups (sizes 1, 1, 1, 1, 1, 1)' in msg
+    assert 'this optimizer has 3 parameter groups' in msg
+    assert 'optim_wrapper.constructor' in msg and 'load_from' in msg
+    resumed = build_optim_wrapper(model, copy.deepcopy(TINY_CFG))
+    resumed.load_state_dict(lean.state_dict())
+    for p in model.parameters():
+        for key, value in lean.optimizer.state[p].items():
+            assert torch.equal(resumed.optimizer.state[p][key], value), key
+
+
 def test_config_choices_are_kept():
     model = _tiny()
     cfg = copy.deepcopy(TINY_CFG)
