@@ -3,9 +3,10 @@
 Pure functions, vectorised over the batch. The only Python loop runs over the
 matching rounds. Groups live in fixed slots (one per original token), so a
 round reads the current groups once and writes only the merged rows; the
-bookkeeping is integer index tensors. Memory is O(B * N * C) for the features
-plus one transient (B, ceil(t/2), floor(t/2)) score matrix per round; no
-(B, N, N) membership matrix is ever built.
+bookkeeping is integer index tensors. Memory: one transient
+(B, ceil(t/2), floor(t/2)) score matrix per round, plus a (B, N, C) copy of
+the features (``method='rounds'``) or the (B, N, N) Gram matrix
+(``method='gram'``); no (B, t, N) membership matrix is ever built.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
