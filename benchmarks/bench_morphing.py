@@ -1,7 +1,7 @@
 """Our morphing op against the dense source-matrix formulation, side by side.
 
 "ours": ``mmdtm.morphing.bipartite_partition`` with its default
-``method='auto'`` (group ids; the tokens' Gram matrix once when three or
+``method='auto'`` (group ids; the tokens' Gram matrix once when four or
 more rounds merge, else per-round products) then ``group_mean`` on the
 student (B, N, C) and teacher (B, N, D) tokens.
 

@@ -16,7 +16,7 @@ from torch import Tensor
 SPLITS = ('alternate', 'random')
 METHODS = ('auto', 'rounds', 'gram')
 # 'auto' uses the Gram matrix from this many merging rounds on
-GRAM_MIN_ROUNDS = 3
+GRAM_MIN_ROUNDS = 4
 
 
 def round_cap(t: int, protect_first: bool) -> int:
@@ -70,7 +70,8 @@ def _random_order(order: Tensor, protect_first: bool,
 
 
 def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
-                 slot_of_token: Tensor, r: int, protect_first: bool) -> tuple:
+                 slot_of_token: Tensor, r: int, protect_first: bool,
+                 in_slot_order: bool = False, update: bool = True) -> tuple:
     """One round of bipartite soft matching on the current groups.
 
     Groups live in fixed slots: ``sums[:, s]`` is the feature sum of the group
@@ -86,6 +87,11 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
         slot_of_token: (B, N) slot of every original token's group.
         r: requested merges; capped at floor((t - protected) / 2).
         protect_first: the group at position 0 never merges.
+        in_slot_order: ``order`` is ``arange(N)`` in every image (nothing
+            merged or shuffled yet), so A and B are the even and odd slots:
+            strided views instead of a gather.
+        update: write the merged rows and norms; ``False`` for a last round
+            (nothing reads them after it), which then writes nothing.
 
     Returns:
         ``(order, slot_of_token)`` after the round: the kept A groups in their
@@ -100,12 +106,19 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
     offset = torch.arange(0, batch * n, n, device=sums.device).unsqueeze(1)
     slot_a, slot_b = order[:, ::2], order[:, 1::2]
     ta = slot_a.shape[1]
-    # one row gather (index_select: an index per row, not per element)
-    idx = (torch.cat([slot_a, slot_b], dim=1) + offset).flatten()
-    ab = rows.index_select(0, idx).view(batch, t, c)
-    nab = row_norms.index_select(0, idx).view(batch, t).clamp_min(1e-12)
-    scores = ab[:, :ta] @ ab[:, ta:].transpose(1, 2)  # (B, ta, tb)
-    scores.div_(nab[:, :ta].unsqueeze(-1)).div_(nab[:, ta:].unsqueeze(1))
+    if in_slot_order:
+        feat_a, feat_b = sums[:, 0::2], sums[:, 1::2]
+        norm_a, norm_b = norms[:, 0::2], norms[:, 1::2]
+    else:
+        # one row gather (index_select: an index per row, not per element)
+        idx = (torch.cat([slot_a, slot_b], dim=1) + offset).flatten()
+        ab = rows.index_select(0, idx).view(batch, t, c)
+        nab = row_norms.index_select(0, idx).view(batch, t)
+        feat_a, feat_b = ab[:, :ta], ab[:, ta:]
+        norm_a, norm_b = nab[:, :ta], nab[:, ta:]
+    scores = feat_a @ feat_b.transpose(1, 2)  # (B, ta, tb)
+    scores.div_(norm_a.clamp_min(1e-12).unsqueeze(-1))
+    scores.div_(norm_b.clamp_min(1e-12).unsqueeze(1))
     if protect_first:
         scores[:, 0, :] = -torch.inf
     best, best_b = scores.max(dim=-1)  # (B, ta)
@@ -114,13 +127,12 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
     kept = ranked[:, r:].sort(dim=-1).values  # A positions kept, in order
     dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
     src_slot = slot_a.gather(1, src)
-    dst_rows = (dst_slot + offset).flatten()
-    src_in_ab = (src + torch.arange(0, batch * t, t, device=sums.device)
-                 .unsqueeze(1)).flatten()
-    rows.index_add_(0, dst_rows, ab.view(batch * t, c).index_select(
-        0, src_in_ab))
-    row_norms.index_copy_(0, dst_rows,
-                          rows.index_select(0, dst_rows).norm(dim=-1))
+    if update:
+        dst_rows = (dst_slot + offset).flatten()
+        rows.index_add_(0, dst_rows, rows.index_select(
+            0, (src_slot + offset).flatten()))
+        row_norms.index_copy_(0, dst_rows,
+                              rows.index_select(0, dst_rows).norm(dim=-1))
     # tokens of a merged slot now belong to its partner's slot
     remap = torch.arange(n, device=sums.device).repeat(batch, 1)
     remap.scatter_(1, src_slot, dst_slot)
@@ -130,7 +142,8 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
 
 
 def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
-                slot_of_token: Tensor, r: int, protect_first: bool) -> tuple:
+                slot_of_token: Tensor, r: int, protect_first: bool,
+                update: bool = True) -> tuple:
     """:func:`_match_round` reading the scores from the slots' Gram matrix.
 
     ``gram[:, s, s']`` is the dot product of the feature sums of the groups
@@ -146,6 +159,8 @@ def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
         gram: (B, N, N) float32; updated in place.
         norms: (B, N) float32 norms of the slots' sums (clamped at 1e-12);
             updated in place.
+        update: write the merged rows, columns and norms (``False`` for a
+            last round).
         (the rest as :func:`_match_round`)
     """
     batch, t = order.shape
@@ -171,15 +186,15 @@ def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
     kept = ranked[:, r:].sort(dim=-1).values
     dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
     src_slot = slot_a.gather(1, src)
-    # Gram: rows, then columns (of the updated rows) of the merged slots
-    dst_rows = (dst_slot + offset).flatten()
-    g_rows.index_add_(0, dst_rows,
-                      g_rows.index_select(0, (src_slot + offset).flatten()))
-    dst_cols = dst_slot.unsqueeze(1).expand(-1, n, -1)  # (B, N, r)
-    gram.scatter_add_(2, dst_cols,
-                      gram.gather(2, src_slot.unsqueeze(1).expand(-1, n, -1)))
-    diag = gram.diagonal(dim1=1, dim2=2).gather(1, dst_slot)
-    norms.scatter_(1, dst_slot, diag.clamp_min(1e-24).sqrt())
+    if update:
+        # Gram: rows, then columns (of the updated rows) of the merged slots
+        g_rows.index_add_(0, (dst_slot + offset).flatten(), g_rows.index_select(
+            0, (src_slot + offset).flatten()))
+        gram.scatter_add_(2, dst_slot.unsqueeze(1).expand(-1, n, -1),
+                          gram.gather(2, src_slot.unsqueeze(1).expand(
+                              -1, n, -1)))
+        diag = gram.diagonal(dim1=1, dim2=2).gather(1, dst_slot)
+        norms.scatter_(1, dst_slot, diag.clamp_min(1e-24).sqrt())
     remap = torch.arange(n, device=device).repeat(batch, 1)
     remap.scatter_(1, src_slot, dst_slot)
     slot_of_token = remap.gather(1, slot_of_token)
@@ -225,7 +240,8 @@ def bipartite_partition(metric: Tensor,
             (no feature gather, no matmul). ``'auto'`` (default):
             ``'gram'`` when at least :data:`GRAM_MIN_ROUNDS` rounds merge,
             else ``'rounds'`` (the Gram matrix costs about four first-round
-            products, so it pays off from about three rounds; measured in
+            products; the two cost the same at three merging rounds and
+            the Gram path wins from four on, as measured with
             ``benchmarks/bench_morphing.py``). The two compute the same
             cosine scores up to float rounding, so they give the same
             partition except where two scores are within float32
@@ -256,30 +272,34 @@ def bipartite_partition(metric: Tensor,
     if not any(rounds):
         return arange_n.clone()
 
+    # the rounds that merge after the caps (none: every shuffle is trivial)
+    merging = [i for i, (r_i, _) in enumerate(
+        partition_plan(rounds, n, protect_first)) if r_i > 0] or [-1]
     if method == 'auto':
-        merging = sum(1 for r_i, _ in partition_plan(rounds, n, protect_first)
-                      if r_i > 0)
-        method = 'gram' if merging >= GRAM_MIN_ROUNDS else 'rounds'
+        method = 'gram' if len(merging) >= GRAM_MIN_ROUNDS else 'rounds'
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         feats = metric.detach().float()
         if method == 'gram':
             gram = feats @ feats.transpose(1, 2)  # (B, N, N)
             norms = gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).sqrt()
         else:
-            feats = feats.clone()
+            if len(merging) > 1:  # rounds before the last write the sums
+                feats = feats.clone()
             norms = feats.norm(dim=-1)
         order, slot_of_token = arange_n, arange_n
-        for r_i in rounds:
+        for i, r_i in enumerate(rounds):
             if split == 'random':
                 order = _random_order(order, protect_first, generator)
+            update = i != merging[-1]
             if method == 'gram':
                 order, slot_of_token = _gram_round(gram, norms, order,
                                                    slot_of_token, r_i,
-                                                   protect_first)
+                                                   protect_first, update)
             else:
-                order, slot_of_token = _match_round(feats, norms, order,
-                                                    slot_of_token, r_i,
-                                                    protect_first)
+                in_slot_order = split == 'alternate' and i <= merging[0]
+                order, slot_of_token = _match_round(
+                    feats, norms, order, slot_of_token, r_i, protect_first,
+                    in_slot_order, update)
         position = torch.empty_like(arange_n)
         position.scatter_(1, order, arange_n[:, :order.shape[1]])
         return position.gather(1, slot_of_token)

@@ -186,17 +186,17 @@ def test_gram_method_full_size_and_bad_name():
 @pytest.mark.parametrize('rounds,protect_first,expected', [
     ([98], True, 'rounds'), ([49, 49], True, 'rounds'),
     ([14] * 7, True, 'gram'), ([7] * 14, False, 'gram'),
-    ([0, 5, 0, 5], True, 'rounds'),  # two rounds merge
-    ([5, 0, 5, 0, 5], True, 'gram'),
+    ([0, 5, 0, 5, 5], True, 'rounds'),  # three rounds merge
+    ([5, 0, 5, 0, 5, 5], True, 'gram'),
     # the cap leaves 196 -> 98 -> 49 -> 24 -> 12: four merging rounds
     ([200] * 4, False, 'gram'),
     # 4 tokens, token 0 protected: round 1 merges 1, then 3 -> cap 1, then
     # 2 -> cap 0: two merging rounds
     ([1, 1, 1], True, 'rounds')])
-def test_auto_method_uses_the_gram_matrix_from_three_merging_rounds(
+def test_auto_method_uses_the_gram_matrix_from_four_merging_rounds(
         rounds, protect_first, expected, monkeypatch):
     """method='auto' (the default) counts the rounds that merge after the
-    caps: three or more take the Gram path, fewer the per-round products;
+    caps: four or more take the Gram path, fewer the per-round products;
     either way the same partition as the named method."""
     import mmdtm.morphing.partition as part
     n = 4 if rounds == [1, 1, 1] else 196
@@ -217,3 +217,14 @@ def test_auto_method_uses_the_gram_matrix_from_three_merging_rounds(
     assert torch.equal(out, bipartite_partition(
         metric, rounds, len(rounds), protect_first=protect_first,
         method=expected))
+
+
+@pytest.mark.parametrize('method', ['auto', 'rounds', 'gram'])
+@pytest.mark.parametrize('rounds', [[12], [6, 6], [3] * 5])
+def test_partition_never_writes_its_input(method, rounds):
+    """The rounds write group sums in place: never into the caller's
+    float32 tensor (a single merging round writes nothing at all)."""
+    metric = _metric(13, b=2, n=30, c=16)
+    before = metric.clone()
+    bipartite_partition(metric, rounds, len(rounds), method=method)
+    assert torch.equal(metric, before)

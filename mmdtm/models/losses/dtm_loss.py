@@ -96,7 +96,7 @@ class DTMLoss(nn.Module):
             everywhere; ``False``: never.
         method: how the eager partition computes its scores (the
             ``method`` of :func:`~mmdtm.morphing.bipartite_partition`):
-            ``'auto'`` (default: the Gram matrix from three merging rounds
+            ``'auto'`` (default: the Gram matrix from four merging rounds
             on), ``'rounds'`` (per-round products: exactly what the
             compiled path computes) or ``'gram'``. Same partitions up to
             float rounding. Unused where ``compile`` is on.
