@@ -143,7 +143,7 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
 
 def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
                 slot_of_token: Tensor, r: int, protect_first: bool,
-                update: bool = True) -> tuple:
+                in_slot_order: bool = False, update: bool = True) -> tuple:
     """:func:`_match_round` reading the scores from the slots' Gram matrix.
 
     ``gram[:, s, s']`` is the dot product of the feature sums of the groups
@@ -159,6 +159,8 @@ def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
         gram: (B, N, N) float32; updated in place.
         norms: (B, N) float32 norms of the slots' sums (clamped at 1e-12);
             updated in place.
+        in_slot_order: as for :func:`_match_round` (the block is a strided
+            view of ``gram``).
         update: write the merged rows, columns and norms (``False`` for a
             last round).
         (the rest as :func:`_match_round`)
@@ -174,9 +176,12 @@ def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
     slot_a, slot_b = order[:, ::2], order[:, 1::2]
     ta, tb = slot_a.shape[1], slot_b.shape[1]
     # the (B, ta, tb) A x B block: the A rows, then the B columns of them
-    scores = g_rows.index_select(0, (slot_a + offset).flatten()).view(
-        batch, ta, n).gather(2, slot_b.unsqueeze(1).expand(-1, ta, tb))
-    scores.div_(norms.gather(1, slot_a).unsqueeze(-1))
+    if in_slot_order:
+        scores = gram[:, 0::2, 1::2].div(norms[:, 0::2].unsqueeze(-1))
+    else:
+        scores = g_rows.index_select(0, (slot_a + offset).flatten()).view(
+            batch, ta, n).gather(2, slot_b.unsqueeze(1).expand(-1, ta, tb))
+        scores.div_(norms.gather(1, slot_a).unsqueeze(-1))
     scores.div_(norms.gather(1, slot_b).unsqueeze(1))
     if protect_first:
         scores[:, 0, :] = -torch.inf
@@ -290,13 +295,14 @@ def bipartite_partition(metric: Tensor,
         for i, r_i in enumerate(rounds):
             if split == 'random':
                 order = _random_order(order, protect_first, generator)
+            # nothing merged or shuffled yet: A / B are the even / odd slots
+            in_slot_order = split == 'alternate' and i <= merging[0]
             update = i != merging[-1]
             if method == 'gram':
-                order, slot_of_token = _gram_round(gram, norms, order,
-                                                   slot_of_token, r_i,
-                                                   protect_first, update)
+                order, slot_of_token = _gram_round(
+                    gram, norms, order, slot_of_token, r_i, protect_first,
+                    in_slot_order, update)
             else:
-                in_slot_order = split == 'alternate' and i <= merging[0]
                 order, slot_of_token = _match_round(
                     feats, norms, order, slot_of_token, r_i, protect_first,
                     in_slot_order, update)
