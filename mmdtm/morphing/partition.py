@@ -288,8 +288,9 @@ def bipartite_partition(metric: Tensor,
             gram = feats @ feats.transpose(1, 2)  # (B, N, N)
             norms = gram.diagonal(dim1=1, dim2=2).clamp_min(1e-24).sqrt()
         else:
-            if len(merging) > 1:  # rounds before the last write the sums
-                feats = feats.clone()
+            # rounds before the last write the sums: never into the input
+            feats = (feats.clone(memory_format=torch.contiguous_format)
+                     if len(merging) > 1 else feats.contiguous())
             norms = feats.norm(dim=-1)
         order, slot_of_token = arange_n, arange_n
         for i, r_i in enumerate(rounds):
@@ -477,7 +478,7 @@ def static_partition(metric: Tensor, plan: Tensor,
     device = metric.device
     arange_n = torch.arange(n, device=device).expand(batch, n)
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        sums = metric.detach().float()
+        sums = metric.detach().float().contiguous()
         norms = sums.norm(dim=-1)
         order, slot_of_token = arange_n, arange_n
         for i in range(plan.shape[0]):

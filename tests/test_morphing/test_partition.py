@@ -228,3 +228,19 @@ def test_partition_never_writes_its_input(method, rounds):
     before = metric.clone()
     bipartite_partition(metric, rounds, len(rounds), method=method)
     assert torch.equal(metric, before)
+
+
+@pytest.mark.parametrize('method', ['auto', 'rounds', 'gram'])
+@pytest.mark.parametrize('rounds', [[12], [6, 6], [3] * 5])
+def test_partition_of_non_contiguous_features(method, rounds):
+    """Strided inputs (a slice, e.g. the patch tokens after a class token,
+    and a dense tensor with permuted strides) give the contiguous input's
+    ids."""
+    metric = _metric(14, b=2, n=30, c=16)
+    ref = bipartite_partition(metric, rounds, len(rounds), method=method)
+    with_cls = torch.cat([metric[:, :1], metric], dim=1)[:, 1:]
+    permuted = metric.transpose(0, 1).contiguous().transpose(0, 1)
+    for strided in (with_cls, permuted):
+        assert not strided.is_contiguous()
+        assert torch.equal(bipartite_partition(strided, rounds, len(rounds),
+                                               method=method), ref)

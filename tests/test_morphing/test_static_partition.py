@@ -67,6 +67,18 @@ def test_static_keeps_ties_and_full_size():
                        bipartite_partition(metric, 7, 14))
 
 
+def test_static_partition_of_a_slice():
+    """The patch tokens after a class token (a strided view, as EVA's
+    teacher features reach the loss) work in the static op too."""
+    tokens = torch.randn(2, 31, 16, generator=torch.Generator().manual_seed(8))
+    metric = tokens[:, 1:]
+    assert not metric.is_contiguous()
+    ref = bipartite_partition(metric.contiguous(), [6, 6], 2)
+    assert torch.equal(_static(metric, [6, 6], 3, True, 'alternate'), ref)
+    assert torch.equal(_static(metric.contiguous(), [6, 6], 3, True,
+                               'alternate'), ref)
+
+
 def test_partition_plan():
     assert partition_plan([5, 5, 5], 10, True, 5) == [
         (4, 10), (2, 6), (1, 4), (0, 3), (0, 3)]
