@@ -69,6 +69,44 @@ def _random_order(order: Tensor, protect_first: bool,
     return order.gather(1, perm)
 
 
+def _pick_merges(scores: Tensor, slot_a: Tensor, slot_b: Tensor, r: int,
+                 protect_first: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """A round's merges from its cosine scores.
+
+    Args:
+        scores: (B, ta, tb) float32 scores of the A x B block; row 0 is
+            overwritten with -inf when ``protect_first``.
+        slot_a: (B, ta) slots of the A groups; ``slot_b``: (B, tb) of B.
+        r: merges (already capped).
+        protect_first: the group at position 0 never merges.
+
+    Returns:
+        ``(src_slot, dst_slot, kept)``: (B, r) slots of the merging A groups
+        and of their B partners (stable sort by score), and the (B, ta - r)
+        A positions that stay, in order.
+    """
+    if protect_first:
+        scores[:, 0, :] = -torch.inf
+    best, best_b = scores.max(dim=-1)  # (B, ta)
+    ranked = best.argsort(dim=-1, descending=True, stable=True)
+    src = ranked[:, :r]  # A positions that merge, (B, r)
+    kept = ranked[:, r:].sort(dim=-1).values  # A positions kept, in order
+    return (slot_a.gather(1, src), slot_b.gather(1, best_b.gather(1, src)),
+            kept)
+
+
+def _relabel(order: Tensor, slot_of_token: Tensor, src_slot: Tensor,
+             dst_slot: Tensor, kept: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(order, slot_of_token)`` after a round's merges: the kept A groups
+    in their previous relative order, then all B groups in theirs; the
+    tokens of a merged slot now belong to its partner's slot."""
+    batch, n = slot_of_token.shape
+    remap = torch.arange(n, device=order.device).repeat(batch, 1)
+    remap.scatter_(1, src_slot, dst_slot)
+    order = torch.cat([order[:, ::2].gather(1, kept), order[:, 1::2]], dim=1)
+    return order, remap.gather(1, slot_of_token)
+
+
 def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
                  slot_of_token: Tensor, r: int, protect_first: bool,
                  in_slot_order: bool = False, update: bool = True) -> tuple:
@@ -85,7 +123,8 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
         norms: (B, N) float32 norms of ``sums``' rows; updated in place.
         order: (B, t) slot of each current group, in the current order.
         slot_of_token: (B, N) slot of every original token's group.
-        r: requested merges; capped at floor((t - protected) / 2).
+        r: merges, already capped at floor((t - protected) / 2)
+            (:func:`partition_plan`); 0 changes nothing.
         protect_first: the group at position 0 never merges.
         in_slot_order: ``order`` is ``arange(N)`` in every image (nothing
             merged or shuffled yet), so A and B are the even and odd slots:
@@ -94,13 +133,11 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
             (nothing reads them after it), which then writes nothing.
 
     Returns:
-        ``(order, slot_of_token)`` after the round: the kept A groups in their
-        previous relative order, then all B groups in theirs.
+        ``(order, slot_of_token)`` after the round (:func:`_relabel`).
     """
-    batch, t = order.shape
-    r = min(r, round_cap(t, protect_first))
     if r <= 0:
         return order, slot_of_token
+    batch, t = order.shape
     n, c = sums.shape[1:]
     rows, row_norms = sums.view(batch * n, c), norms.view(batch * n)
     offset = torch.arange(0, batch * n, n, device=sums.device).unsqueeze(1)
@@ -119,26 +156,15 @@ def _match_round(sums: Tensor, norms: Tensor, order: Tensor,
     scores = feat_a @ feat_b.transpose(1, 2)  # (B, ta, tb)
     scores.div_(norm_a.clamp_min(1e-12).unsqueeze(-1))
     scores.div_(norm_b.clamp_min(1e-12).unsqueeze(1))
-    if protect_first:
-        scores[:, 0, :] = -torch.inf
-    best, best_b = scores.max(dim=-1)  # (B, ta)
-    ranked = best.argsort(dim=-1, descending=True, stable=True)
-    src = ranked[:, :r]  # A positions that merge, (B, r)
-    kept = ranked[:, r:].sort(dim=-1).values  # A positions kept, in order
-    dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
-    src_slot = slot_a.gather(1, src)
+    src_slot, dst_slot, kept = _pick_merges(scores, slot_a, slot_b, r,
+                                            protect_first)
     if update:
         dst_rows = (dst_slot + offset).flatten()
         rows.index_add_(0, dst_rows, rows.index_select(
             0, (src_slot + offset).flatten()))
         row_norms.index_copy_(0, dst_rows,
                               rows.index_select(0, dst_rows).norm(dim=-1))
-    # tokens of a merged slot now belong to its partner's slot
-    remap = torch.arange(n, device=sums.device).repeat(batch, 1)
-    remap.scatter_(1, src_slot, dst_slot)
-    slot_of_token = remap.gather(1, slot_of_token)
-    order = torch.cat([slot_a.gather(1, kept), slot_b], dim=1)
-    return order, slot_of_token
+    return _relabel(order, slot_of_token, src_slot, dst_slot, kept)
 
 
 def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
@@ -165,13 +191,11 @@ def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
             last round).
         (the rest as :func:`_match_round`)
     """
-    batch, t = order.shape
-    r = min(r, round_cap(t, protect_first))
     if r <= 0:
         return order, slot_of_token
+    batch = order.shape[0]
     n = gram.shape[1]
-    device = gram.device
-    offset = torch.arange(0, batch * n, n, device=device).unsqueeze(1)
+    offset = torch.arange(0, batch * n, n, device=gram.device).unsqueeze(1)
     g_rows = gram.view(batch * n, n)
     slot_a, slot_b = order[:, ::2], order[:, 1::2]
     ta, tb = slot_a.shape[1], slot_b.shape[1]
@@ -183,14 +207,8 @@ def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
             batch, ta, n).gather(2, slot_b.unsqueeze(1).expand(-1, ta, tb))
         scores.div_(norms.gather(1, slot_a).unsqueeze(-1))
     scores.div_(norms.gather(1, slot_b).unsqueeze(1))
-    if protect_first:
-        scores[:, 0, :] = -torch.inf
-    best, best_b = scores.max(dim=-1)  # (B, ta)
-    ranked = best.argsort(dim=-1, descending=True, stable=True)
-    src = ranked[:, :r]
-    kept = ranked[:, r:].sort(dim=-1).values
-    dst_slot = slot_b.gather(1, best_b.gather(1, src))  # (B, r)
-    src_slot = slot_a.gather(1, src)
+    src_slot, dst_slot, kept = _pick_merges(scores, slot_a, slot_b, r,
+                                            protect_first)
     if update:
         # Gram: rows, then columns (of the updated rows) of the merged slots
         g_rows.index_add_(0, (dst_slot + offset).flatten(), g_rows.index_select(
@@ -200,11 +218,7 @@ def _gram_round(gram: Tensor, norms: Tensor, order: Tensor,
                               -1, n, -1)))
         diag = gram.diagonal(dim1=1, dim2=2).gather(1, dst_slot)
         norms.scatter_(1, dst_slot, diag.clamp_min(1e-24).sqrt())
-    remap = torch.arange(n, device=device).repeat(batch, 1)
-    remap.scatter_(1, src_slot, dst_slot)
-    slot_of_token = remap.gather(1, slot_of_token)
-    order = torch.cat([slot_a.gather(1, kept), slot_b], dim=1)
-    return order, slot_of_token
+    return _relabel(order, slot_of_token, src_slot, dst_slot, kept)
 
 
 def bipartite_partition(metric: Tensor,
@@ -277,9 +291,10 @@ def bipartite_partition(metric: Tensor,
     if not any(rounds):
         return arange_n.clone()
 
-    # the rounds that merge after the caps (none: every shuffle is trivial)
-    merging = [i for i, (r_i, _) in enumerate(
-        partition_plan(rounds, n, protect_first)) if r_i > 0] or [-1]
+    # merges per round after the caps; the rounds that merge (none: every
+    # shuffle is trivial)
+    capped = [r_i for r_i, _ in partition_plan(rounds, n, protect_first)]
+    merging = [i for i, r_i in enumerate(capped) if r_i > 0] or [-1]
     if method == 'auto':
         method = 'gram' if len(merging) >= GRAM_MIN_ROUNDS else 'rounds'
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
@@ -293,7 +308,7 @@ def bipartite_partition(metric: Tensor,
                      if len(merging) > 1 else feats.contiguous())
             norms = feats.norm(dim=-1)
         order, slot_of_token = arange_n, arange_n
-        for i, r_i in enumerate(rounds):
+        for i, r_i in enumerate(capped):
             if split == 'random':
                 order = _random_order(order, protect_first, generator)
             # nothing merged or shuffled yet: A / B are the even / odd slots
