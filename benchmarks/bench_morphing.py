@@ -111,25 +111,22 @@ def dense_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
 
 
 # ---------------------------------------------------------------- our arm
-def our_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
+def method_arm(method: str) -> Callable:
+    """Ours with ``bipartite_partition(method=method)``, as ``DTMLoss``
+    does it: the number of groups is known from the schedule, so
+    ``group_mean`` allocates G rows per image, not N."""
+    def arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
             ) -> Tuple[Tensor, Tensor]:
-    """As ``DTMLoss`` does it: the number of groups is known from the
-    schedule, so ``group_mean`` allocates G rows per image, not N."""
-    groups = bipartite_partition(teacher, list(rounds), len(rounds))
-    g = realised_groups(teacher.shape[1], rounds)
-    return (group_mean(student, groups, num_groups=g),
-            group_mean(teacher, groups, num_groups=g))
+        groups = bipartite_partition(teacher, list(rounds), len(rounds),
+                                     method=method)
+        g = realised_groups(teacher.shape[1], rounds)
+        return (group_mean(student, groups, num_groups=g),
+                group_mean(teacher, groups, num_groups=g))
+    return arm
 
 
-def rounds_arm(student: Tensor, teacher: Tensor, rounds: Sequence[int]
-               ) -> Tuple[Tensor, Tensor]:
-    """Ours with ``method='rounds'``: per-round products of the current
-    groups' features."""
-    groups = bipartite_partition(teacher, list(rounds), len(rounds),
-                                 method='rounds')
-    g = realised_groups(teacher.shape[1], rounds)
-    return (group_mean(student, groups, num_groups=g),
-            group_mean(teacher, groups, num_groups=g))
+our_arm = method_arm('auto')  # the default
+rounds_arm = method_arm('rounds')  # per-round products of the groups' sums
 
 
 def compiled_arm(max_rounds: int) -> Callable:
