@@ -159,8 +159,8 @@ def fast_kernel_kwargs(optimizer_cls: type, devices: Sequence[torch.device],
     return {}
 
 
-def _layout(groups: Sequence[Dict[str, Any]]) -> str:
-    sizes = [len(g['params']) for g in groups]
+def _layout(sizes: Sequence[int]) -> str:
+    """'<n> parameter groups (sizes a, b, ...)' for group sizes."""
     shown = ', '.join(map(str, sizes[:6])) + (', ...' if len(sizes) > 6
                                               else '')
     return f'{len(sizes)} parameter groups (sizes {shown})'
@@ -178,9 +178,8 @@ def refuse_other_grouping(optimizer: torch.optim.Optimizer,
     if saved == ours:
         return
     raise ValueError(
-        f"cannot load the optimizer state: it has "
-        f"{_layout(state_dict['param_groups'])} but this optimizer has "
-        f"{_layout(optimizer.param_groups)}. This optimizer was built by a "
+        f"cannot load the optimizer state: it has {_layout(saved)} but "
+        f"this optimizer has {_layout(ours)}. This optimizer was built by a "
         f"Lean*OptimWrapperConstructor (optim_wrapper.constructor), which "
         f"puts parameters of equal hyper-parameters in one group; the "
         f"state was written with another grouping (one group per "
