@@ -85,6 +85,21 @@ def _restore_process_state():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def round_calls(monkeypatch):
+    """Counts the matching rounds each eager partition method runs:
+    ``{'rounds': n, 'gram': n}`` (calls of ``_match_round`` and
+    ``_gram_round``, which still run)."""
+    import mmdtm.morphing.partition as part
+    calls = {'rounds': 0, 'gram': 0}
+    for method, name in (('rounds', '_match_round'), ('gram', '_gram_round')):
+        def spy(*args, _fn=getattr(part, name), _method=method):
+            calls[_method] += 1
+            return _fn(*args)
+        monkeypatch.setattr(part, name, spy)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def _default_scope():
     from mmengine.registry import DefaultScope, init_default_scope

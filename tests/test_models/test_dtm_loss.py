@@ -163,29 +163,22 @@ def test_invalid_config_names_field(kwargs, field):
         DTMLoss(**kwargs)
 
 
-def test_method_selects_the_eager_partition(monkeypatch):
+def test_method_selects_the_eager_partition(round_calls):
     """DTMLoss(method=...) reaches bipartite_partition: 'gram' runs the
     Gram rounds, 'rounds' the per-round products, with the same losses
     (no near-ties in this input)."""
-    import mmdtm.morphing.partition as part
     g = torch.Generator().manual_seed(3)
     pred, target = (torch.randn(2, 40, 16, generator=g),
                     torch.randn(2, 40, 16, generator=g))
     used, values = {}, {}
     for method in ('rounds', 'gram'):
-        calls = {'_match_round': 0, '_gram_round': 0}
-        for name in calls:
-            def spy(*args, _fn=getattr(part, name), _name=name):
-                calls[_name] += 1
-                return _fn(*args)
-            monkeypatch.setattr(part, name, spy)
+        round_calls.update(rounds=0, gram=0)
         loss = DTMLoss(max_merge=[40, 40], max_iters=[8, 8], seed=1,
                        compile=False, method=method)
         values[method] = [loss(pred, target) for _ in range(4)]
-        used[method] = dict(calls)
-        monkeypatch.undo()
-    assert used['rounds']['_gram_round'] == 0 < used['rounds']['_match_round']
-    assert used['gram']['_match_round'] == 0 < used['gram']['_gram_round']
+        used[method] = dict(round_calls)
+    assert used['rounds']['gram'] == 0 < used['rounds']['rounds']
+    assert used['gram']['rounds'] == 0 < used['gram']['gram']
     torch.testing.assert_close(values['gram'], values['rounds'])
 
 
