@@ -100,31 +100,29 @@ def test_pretraining_config_two_groups():
     assert decays == [0.0, 0.05]  # decay and no decay, like the reference
 
 
-def test_finetuning_config_groups_per_layer_and_decay():
-    from mmengine.registry import init_default_scope
-    from mmpretrain.registry import MODELS
-    cfg = _config('vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py')
-    init_default_scope('mmpretrain')
+def _meta_model(cfg: Config, scope: str) -> nn.Module:
+    """The config's full-size model on the meta device (no weights, no
+    checkpoint), built in ``scope``'s registry."""
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(scope)
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.pop('init_cfg', None)
     with torch.device('meta'):
-        model = MODELS.build(model_cfg)
-    grouped, _ = _compare(model, cfg.optim_wrapper)
+        return MODELS.build(model_cfg)
+
+
+def test_finetuning_config_groups_per_layer_and_decay():
+    cfg = _config('vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py')
+    grouped, _ = _compare(_meta_model(cfg, 'mmpretrain'), cfg.optim_wrapper)
     # 14 depths (stem, 12 blocks, head), each at most decay / no decay
     assert 14 <= len(grouped.param_groups) <= 28
 
 
 def test_ade20k_config_groups_per_layer_and_decay():
     pytest.importorskip('mmcv._ext', reason='mmseg.models needs mmcv ops')
-    from mmengine.registry import init_default_scope
+    import mmseg.models  # noqa: F401  (registers mmseg's models)
     cfg = _config('dtm-vit-base_upernet_8xb2-amp-160k_ade20k-512x512.py')
-    init_default_scope('mmseg')
-    from mmseg.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.backbone.pop('init_cfg', None)
-    with torch.device('meta'):
-        model = MODELS.build(model_cfg)
-    grouped, _ = _compare(model, cfg.optim_wrapper)
+    grouped, _ = _compare(_meta_model(cfg, 'mmseg'), cfg.optim_wrapper)
     assert len(grouped.param_groups) <= 28
 
 
