@@ -19,17 +19,14 @@ from mmdtm.analysis.voc_boxes import BoxFileError
 from mmdtm.analysis.zero_shot import NoTextTowerError
 from mmdtm.visualization.morph_vis import load_image, teacher_tokens
 
-from ..conftest import REPO
+from ..conftest import REPO, TINY_CLIP
 
 TOOL = osp.join(REPO, 'tools', 'analysis', 'spatial_consistency.py')
 PHOTOS = osp.join(REPO, 'demo', 'images')
 # TINY_CLIP with a text tower open_clip's tokenizer fits (49408 ids)
-TEXT_CLIP = dict(
-    embed_dim=32,
-    vision_cfg=dict(image_size=64, layers=2, width=64, head_width=32,
-                    patch_size=16),
-    text_cfg=dict(context_length=16, vocab_size=49408, width=32, heads=2,
-                  layers=1))
+TEXT_CLIP = dict(TINY_CLIP, text_cfg=dict(TINY_CLIP['text_cfg'],
+                                          context_length=16,
+                                          vocab_size=49408))
 NAMES = ['cat', 'cup', 'clock']
 PHOTO_LABELS = {'chelsea.jpg': 0, 'coffee.jpg': 1, 'clock_motion.jpg': 2,
                 'rocket.jpg': 0, 'camera.jpg': 1}
