@@ -115,6 +115,11 @@ REF: Dict[str, Ref] = {
         'dtm utils/datasets.py:70-77 (DataAugmentationForBEiT.common_'
         'transform: jitter, flip, crop), :494 (the pre-training dataset\'s); '
         'run_pretrain_dtm.py:290'),
+    'pretrain.color_jitter': Ref((0.4, 0.4, 0.4, 0.0),
+                                 'dtm utils/datasets.py:71 (ColorJitter('
+                                 '0.4, 0.4, 0.4): no hue)'),
+    'pretrain.interpolation': Ref('bicubic', 'dtm run_pretrain_dtm.py:124 '
+                                  '(--train_interpolation default)'),
     'pretrain.drop_last': Ref(True, 'dtm run_pretrain_dtm.py:324'),
     'pretrain.iters_per_epoch': Ref(
         625, 'dtm run_pretrain_dtm.py:302 (1,281,167 // 256 // 8 GPUs)'),
@@ -577,14 +582,16 @@ def test_pretrain_augmentation_order(key):
     cfg = load(key)
     pipeline = cfg.train_dataloader.dataset.pipeline
     types = [t['type'] for t in pipeline]
-    aug = tuple(t for t in types
-                if t in REF['pretrain.augment_order'].value)
-    assert aug == REF['pretrain.augment_order'].value
-    # right after loading, masking after them
+    aug = REF['pretrain.augment_order'].value
+    assert types == ['SeedPerSample', 'SafeLoadImageFromFile', *aug,
+                     'BlockMaskGenerator', 'PackInputs']
     first = types.index(aug[0])
-    assert types[first - 1] == 'SafeLoadImageFromFile'
-    assert types[first:first + 3] == list(aug)
-    assert types[first + 3].endswith('MaskGenerator')
+    jitter, flip, crop = pipeline[first:first + 3]
+    assert (jitter.brightness, jitter.contrast, jitter.saturation,
+            jitter.hue) == REF['pretrain.color_jitter'].value
+    assert (flip.prob, flip.direction) == (0.5, 'horizontal')
+    assert (crop.scale, crop.interpolation) == (
+        224, REF['pretrain.interpolation'].value)
     # the chain runs, and the jitter gets the whole (non-square) image
     seen = []
     with DefaultScope.overwrite_default_scope('mmpretrain'):
