@@ -4,9 +4,10 @@
 # lineage DTM reports): 512x512 crops, 160k iterations, 8 GPUs x 2 images,
 # AdamW lr 5e-5, betas (0.9, 0.999), weight decay 0.05 (none on 1-D
 # parameters and biases), layer-wise lr decay 0.75, drop path 0.15, poly
-# schedule after a 1500-iteration linear warm-up, AMP through
-# AmpOptimWrapper, slide inference, IoUMetric (mIoU); the ADE20K dataset
-# with reduce_zero_label (label 0 = "other" is ignored).
+# schedule over all 160k iterations times a 1500-iteration linear warm-up
+# (mmcv 1.x's), AMP through AmpOptimWrapper, slide inference, IoUMetric
+# (mIoU); the ADE20K dataset with reduce_zero_label (label 0 = "other" is
+# ignored).
 #
 # Runs with MMSegmentation's own tools (mim train mmsegmentation / its
 # tools/train.py); `custom_imports` loads mmdtm, which registers
@@ -73,13 +74,21 @@ optim_wrapper = dict(
     # (backbone.cls_token) and never matches, so cls_token decays here too
     paramwise_cfg=dict(
         layer_decay_rate=0.75, flat_decay_mult=0.0, bias_decay_mult=0.0))
+# BEiT v2's mmcv 1.x schedule, lr_config=dict(policy='poly', power=1.0,
+# min_lr=0.0, warmup='linear', warmup_iters=1500, warmup_ratio=1e-6): at
+# iteration t, lr x (1 - t / 160000) over the whole run from t = 0, times
+# (1e-6 + (1 - 1e-6) t / 1500) while t < 1500. MMEngine chains schedulers
+# active at the same iteration multiplicatively, which gives exactly this
+# product when eta_min = 0. Its LinearLR / PolyLR reach their end value
+# after end - begin - 1 steps, hence end = 1500 + 1 and 160000 + 1 (mmcv
+# divides by warmup_iters and max_iters).
 param_scheduler = [
     dict(
         type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0,
-        end=1500),
+        end=1500 + 1),
     dict(
-        type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=1500,
-        end=160000),
+        type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=0,
+        end=160000 + 1),
 ]
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)

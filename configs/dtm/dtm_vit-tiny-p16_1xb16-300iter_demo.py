@@ -19,18 +19,19 @@ model = dict(
 
 train_pipeline = [
     dict(type='SafeLoadImageFromFile', on_error='raise'),  # names bad files
+    # the reference's order: jitter the whole image, flip, crop
+    dict(
+        type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
+        hue=0.0),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
         type='RandomResizedCrop',
         scale=img_size,
         crop_ratio_range=(0.2, 1.0),
         interpolation='bicubic',
         backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
-        type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
-        hue=0.0),
-    dict(
-        type='BEiTMaskGenerator',
+        type='BlockMaskGenerator',
         input_size=(grid, grid),
         num_masking_patches=24,  # 75/196 of the patches, as for ViT-B/16
         max_num_patches=None,

@@ -36,18 +36,19 @@ train_pipeline = [
     # draws the same crops and masks.
     dict(type='SeedPerSample'),
     dict(type='SafeLoadImageFromFile', on_error='raise'),  # or 'skip'
+    # the reference's order: jitter the whole image, flip, crop
+    dict(
+        type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
+        hue=0.0),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
         type='RandomResizedCrop',
         scale=img_size,
         crop_ratio_range=(0.2, 1.0),
         interpolation='bicubic',
         backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
-        type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
-        hue=0.0),
-    dict(
-        type='BEiTMaskGenerator',
+        type='BlockMaskGenerator',
         input_size=(grid, grid),
         num_masking_patches=6,
         max_num_patches=6,

@@ -13,7 +13,7 @@ from ..conftest import make_image_folder, toy_config
 FIXED_PIPELINE = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(64, 64)),
-    dict(type='BEiTMaskGenerator', input_size=(4, 4), num_masking_patches=6,
+    dict(type='BlockMaskGenerator', input_size=(4, 4), num_masking_patches=6,
          max_num_patches=6, min_num_patches=2),
     dict(type='PackInputs'),
 ]

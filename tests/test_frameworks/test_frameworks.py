@@ -55,7 +55,7 @@ BEIT_PIPELINE = [
     dict(type='RandomResizedCropAndInterpolationWithTwoPic', size=IMG,
          second_size=IMG, interpolation='bicubic',
          second_interpolation='bicubic', scale=(0.2, 1.0)),
-    dict(type='BEiTMaskGenerator', input_size=(GRID, GRID),
+    dict(type='BlockMaskGenerator', input_size=(GRID, GRID),
          num_masking_patches=6, max_num_patches=6, min_num_patches=2),
     dict(type='PackInputs')]
 

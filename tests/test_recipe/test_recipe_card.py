@@ -16,17 +16,20 @@ there; configs/dtm/README.md lists them. A change of recipe must be a
 change of this table.
 """
 import functools
+import glob
 import math
 import os.path as osp
-from typing import Dict, NamedTuple, Set, Tuple
+from typing import Dict, List, NamedTuple, Set, Tuple
 
+import numpy as np
 import open_clip
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.optim import build_optim_wrapper
-from mmengine.registry import DefaultScope
-from mmpretrain.registry import MODELS
+from mmengine.optim import OptimWrapper, build_optim_wrapper
+from mmengine.registry import PARAM_SCHEDULERS, DefaultScope
+from mmengine.runner import Runner
+from mmpretrain.registry import MODELS, TRANSFORMS
 from torch import nn
 
 from mmdtm.models.losses.dtm_loss import standardize
@@ -98,10 +101,45 @@ REF: Dict[str, Ref] = {
                                '(${min_crop_scale}; parser default 0.08, '
                                'run_pretrain_dtm.py:128)', open=True),
     'pretrain.mask_patches': Ref(75, 'dtm docs/Training.md:13'),
+    'pretrain.mask_blocks': Ref(
+        (16, None), 'dtm run_pretrain_dtm.py:71-72 (--max_mask_patches_per_'
+        'block None = the mask size, --min_mask_patches_per_block 16)'),
+    'pretrain.mask_generator': Ref(
+        'BlockMaskGenerator: blocks anywhere they fit (last row and column '
+        'included), 10 tries per block, uniform fill-up to exactly 75',
+        'dtm utils/masking_generator.py:57 (10 tries), :62-64 (random.randint'
+        ', inclusive), :68 (kept if it adds 1..budget patches), :82-90 (stop '
+        'at the first block not placed), :99-103 (uniform fill-up)'),
+    'pretrain.augment_order': Ref(
+        ('ColorJitter', 'RandomFlip', 'RandomResizedCrop'),
+        'dtm utils/datasets.py:70-77 (DataAugmentationForBEiT.common_'
+        'transform: jitter, flip, crop), :494 (the pre-training dataset\'s); '
+        'run_pretrain_dtm.py:290'),
+    'pretrain.color_jitter': Ref((0.4, 0.4, 0.4, 0.0),
+                                 'dtm utils/datasets.py:71 (ColorJitter('
+                                 '0.4, 0.4, 0.4): no hue)'),
+    'pretrain.interpolation': Ref('bicubic', 'dtm run_pretrain_dtm.py:124 '
+                                  '(--train_interpolation default)'),
+    'pretrain.drop_last': Ref(True, 'dtm run_pretrain_dtm.py:324'),
+    'pretrain.iters_per_epoch': Ref(
+        625, 'dtm run_pretrain_dtm.py:302 (1,281,167 // 256 // 8 GPUs)'),
     'pretrain.decay_rule': Ref(
         'no decay: ndim <= 1, *.bias, cls_token, pos_embed',
         'dtm utils/optim_factory.py:73 (rule), :115-116 and '
         'models/modeling_dtm.py:117-118 (no_weight_decay)'),
+    # ---- DTM's own settings, left to ${...} by the reference's command
+    'dtm.loss_type': Ref(
+        ('smooth_l1', 2.0), 'dtm docs/Training.md:34 (--loss_type '
+        '${loss_type}); run_pretrain_dtm.py:207 (default smoothl1), '
+        'engines/engine_for_dtm.py:32 (beta 2.0), :160-161', open=True),
+    'dtm.n': Ref((196, 196), 'dtm docs/Training.md:35-36 (${n1}, ${n2}); '
+                 'run_pretrain_dtm.py:213-214 (defaults)', open=True),
+    'dtm.k': Ref((14, 14), 'dtm docs/Training.md:37-38 (${k1}, ${k2}); '
+                 'run_pretrain_dtm.py:215-216 (defaults)', open=True),
+    'dtm.levels': Ref(
+        2, 'dtm docs/Training.md:39 (--L ${l1}); run_pretrain_dtm.py:212 '
+        '(default 2); engines/engine_for_dtm.py:103-106 (two draws), :110, '
+        ':130, :150 (range(L)): L = 1 runs, L > 2 fails', open=True),
     'pretrain.standardize_target': Ref(
         'unbiased variance', 'dtm engines/engine_for_dtm.py:155-158 '
         '(--normalize_target: targets.var(dim=-1), torch.var)'),
@@ -115,6 +153,14 @@ REF: Dict[str, Ref] = {
     'finetune.betas': Ref((0.9, 0.999), 'dtm run_class_finetuning.py:91 '
                           '(--opt_betas None: AdamW default)'),
     'finetune.min_lr': Ref(1e-6, 'dtm run_class_finetuning.py:109'),
+    'finetune.floor': Ref(
+        'min_lr x lr_scale: each group ends at its own fraction of min_lr',
+        'dtm engines/engine_for_finetuning.py:61 (lr = schedule[it] x '
+        'lr_scale), run_class_finetuning.py:564-566 (cosine from lr to '
+        'min_lr), utils/utils.py:540-542'),
+    'finetune.drop_last': Ref(True, 'dtm run_class_finetuning.py:320'),
+    'finetune.iters_per_epoch': Ref(
+        1251, 'dtm run_class_finetuning.py:518-519 (1,281,167 // 1024)'),
     'finetune.epochs': Ref((100, 20), 'dtm docs/Evaluation.md:18-19 '
                            '(${finetune_epochs}, ${finetune_warm_up}; '
                            'parser 30 / 5, run_class_finetuning.py:45, '
@@ -146,6 +192,14 @@ REF: Dict[str, Ref] = {
                                '(linear, ratio 1e-6 at :55)'),
     'ade20k.poly': Ref((1.0, 0.0), 'unilm ..._base_..._ade20k.py:52, :56 '
                        '(poly, power 1.0, min_lr 0.0)'),
+    'ade20k.warmup_ratio': Ref(1e-6, 'unilm ..._base_..._ade20k.py:55'),
+    'ade20k.schedule': Ref(
+        'mmcv 1.x: poly over all iterations from 0, times the linear '
+        'warm-up factor while t < warmup_iters',
+        'mmcv v1.7.2 mmcv/runner/hooks/lr_updater.py:244-252 (PolyLrUpdater'
+        'Hook.get_lr: (lr - min_lr) (1 - t / max_iters)^power + min_lr), '
+        ':92-95 (linear warm-up: the regular lr times 1 - (1 - t / '
+        'warmup_iters)(1 - ratio)), :143-149 (every iteration)'),
     'ade20k.iters': Ref(160000, 'unilm ..._base_..._ade20k.py:15 '
                         '(schedule_160k)'),
     'ade20k.batch_per_gpu': Ref(2, 'unilm ..._base_..._ade20k.py:58-59'),
@@ -169,6 +223,8 @@ CFG = {
                   'vit-large-p16_dtm-pre_8xb128-amp-coslr-50e_in1k.py',
     'finetune': 'configs/dtm/benchmarks/'
                 'vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py',
+    'finetune_s': 'configs/dtm/benchmarks/'
+                  'vit-small-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py',
     'ade20k_b': 'configs/ade20k/'
                 'dtm-vit-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
     'ade20k_l': 'configs/ade20k/'
@@ -433,8 +489,11 @@ def test_pretrain_optimizer(pretrain):
     steps = {t['type']: t for t in cfg.train_pipeline}
     assert steps['RandomResizedCrop']['crop_ratio_range'][0] == \
         REF['pretrain.crop_scale'].value
-    assert steps['BEiTMaskGenerator']['num_masking_patches'] == \
+    masking = steps['BlockMaskGenerator']
+    assert masking['num_masking_patches'] == \
         REF['pretrain.mask_patches'].value
+    assert (masking['min_num_patches'], masking['max_num_patches']) == \
+        REF['pretrain.mask_blocks'].value
 
 
 def test_pretrain_decay_set_by_name(pretrain):
@@ -453,12 +512,121 @@ def test_pretrain_decay_set_by_name(pretrain):
     assert len(decay) + len(no_decay) == len(trainable)  # teacher: none
 
 
+def test_dtm_settings_left_open_by_the_reference(pretrain):
+    cfg = pretrain[0]
+    loss = cfg.model.head.loss
+    assert (loss.distance, loss.beta) == REF['dtm.loss_type'].value
+    assert tuple(loss.max_merge) == REF['dtm.n'].value
+    assert tuple(loss.max_iters) == REF['dtm.k'].value
+    assert len(loss.max_merge) == len(loss.max_iters) == \
+        REF['dtm.levels'].value
+
+
 def test_standardize_target_is_unbiased():
     t = torch.randn(3, 7, 16)
     ref = (t - t.mean(-1, keepdim=True)) / (
         torch.var(t, dim=-1, keepdim=True) + 1e-6)**.5
     assert REF['pretrain.standardize_target'].value == 'unbiased variance'
     assert torch.allclose(standardize(t), ref, atol=1e-6)
+
+
+# ------------------------------------------------ pre-training data
+def mask_generators(node) -> List[str]:
+    """Types of every ``*MaskGenerator`` transform anywhere in a config."""
+    if isinstance(node, dict):
+        found = [node['type']] if str(node.get('type', '')).endswith(
+            'MaskGenerator') else []
+        return found + [t for v in node.values() for t in mask_generators(v)]
+    if isinstance(node, (list, tuple)):
+        return [t for v in node for t in mask_generators(v)]
+    return []
+
+
+def test_every_block_masking_config_uses_the_references_generator():
+    paths = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**',
+                                                 '*.py'), recursive=True)
+                   if '_base_' not in p)
+    keys = {path: key for key, path in CFG.items()}  # share load()'s cache
+    using = {}
+    for path in paths:
+        rel = osp.relpath(path, REPO)
+        types = set(mask_generators(load(keys.get(rel, rel)).to_dict()))
+        if types:
+            using[rel] = types
+    # the pre-training configs, the toy / demo ones and BEiT v2 + DTM
+    assert {CFG['pretrain'], FRAMEWORK_CFGS[2],
+            'configs/dtm/dtm_vit-tiny-p16_1xb8-40iter_toy.py'} <= set(using)
+    for path, types in using.items():  # never MMPretrain's BEiT one
+        assert types == {'BlockMaskGenerator'}, path
+    assert REF['pretrain.mask_generator'].value.startswith(
+        'BlockMaskGenerator')
+
+
+def test_pretrain_masks_reach_every_position(pretrain):
+    """The shipped generator, as configured: exactly 75, and the last row
+    and column masked too (the full comparison: tests/test_datasets/
+    test_masking.py)."""
+    cfg = pretrain[0]
+    step = [t for t in cfg.train_pipeline if t['type'].endswith(
+        'MaskGenerator')]
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        gen = TRANSFORMS.build(step[0])
+    masks = np.stack([gen.transform({})['mask'] for _ in range(600)])
+    assert np.all(masks.reshape(600, -1).sum(1) ==
+                  REF['pretrain.mask_patches'].value)
+    assert masks[:, -1, :].mean() > 0.08 and masks[:, :, -1].mean() > 0.08
+
+
+@pytest.mark.parametrize('key', ['pretrain', 'pretrain_l'])
+def test_pretrain_augmentation_order(key):
+    """Jitter the whole image, flip, then crop; the teacher sees the
+    student's view (one image per sample, no second view)."""
+    cfg = load(key)
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    types = [t['type'] for t in pipeline]
+    aug = REF['pretrain.augment_order'].value
+    assert types == ['SeedPerSample', 'SafeLoadImageFromFile', *aug,
+                     'BlockMaskGenerator', 'PackInputs']
+    first = types.index(aug[0])
+    jitter, flip, crop = pipeline[first:first + 3]
+    assert (jitter.brightness, jitter.contrast, jitter.saturation,
+            jitter.hue) == REF['pretrain.color_jitter'].value
+    assert (flip.prob, flip.direction) == (0.5, 'horizontal')
+    assert (crop.scale, crop.interpolation) == (
+        224, REF['pretrain.interpolation'].value)
+    # the chain runs, and the jitter gets the whole (non-square) image
+    seen = []
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        steps = [TRANSFORMS.build(t) for t in pipeline[first:first + 4]]
+    jitter = steps[0]
+    plain = jitter.transform
+    jitter.transform = lambda r: (seen.append(r['img'].shape), plain(r))[1]
+    img = np.random.randint(0, 255, (300, 200, 3), np.uint8)
+    results = dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+    for step in steps:
+        results = step(results)
+    assert seen == [(300, 200, 3)]
+    assert results['img'].shape == (224, 224, 3)
+    assert results['mask'].sum() == REF['pretrain.mask_patches'].value
+
+
+@pytest.mark.parametrize('key,ref', [('pretrain', 'pretrain'),
+                                     ('finetune', 'finetune')])
+def test_full_batches_only(key, ref, monkeypatch):
+    """ImageNet-1K's 1,281,167 images on 8 ranks: the last incomplete
+    batch is dropped, as in the reference."""
+    cfg = load(key)
+    loader_cfg = cfg.train_dataloader.to_dict()
+    assert loader_cfg['drop_last'] is REF[f'{ref}.drop_last'].value
+    loader_cfg['dataset'] = range(1281167)  # a stand-in of the same length
+    monkeypatch.setattr('mmengine.dataset.sampler.get_dist_info',
+                        lambda: (0, 8))
+    loader = Runner.build_dataloader(loader_cfg, seed=0)
+    assert len(loader.sampler) == 160146  # per rank, padded as the reference
+    assert len(loader) == REF[f'{ref}.iters_per_epoch'].value
+    loader_cfg.update(dataset=range(1281167), drop_last=False)
+    assert len(Runner.build_dataloader(loader_cfg, seed=0)) == \
+        REF[f'{ref}.iters_per_epoch'].value + 1  # the partial batch
 
 
 # ------------------------------------------------------------ fine-tuning
@@ -477,7 +645,8 @@ def test_finetune_recipe(finetune):
     warmup, cosine = cfg.param_scheduler
     assert (cfg.train_cfg.max_epochs, warmup.end) == \
         REF['finetune.epochs'].value
-    assert cosine.eta_min == REF['finetune.min_lr'].value
+    assert cosine.eta_min_ratio * cfg.optim_wrapper.optimizer.lr == \
+        pytest.approx(REF['finetune.min_lr'].value, rel=1e-12)
     # the head: N(0, 0.02) (timm's trunc_normal_, cut at +-2: untruncated)
     # times init_scale; zero bias
     scale = REF['finetune.head_init_scale'].value
@@ -521,6 +690,63 @@ def test_finetune_decay_set_and_layer_decay(finetune):
         assert scale == pytest.approx(rate**(13 - layer_id)), name
 
 
+def reference_cosine(it: int, lr: float, min_lr: float, warmup: int,
+                     total: int) -> float:
+    """The reference's lr at iteration ``it`` >= ``warmup`` of ``total``,
+    before the group's lr_scale (utils/utils.py:540-542)."""
+    i, n = it - warmup, total - warmup
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * i / n))
+
+
+@pytest.mark.parametrize('key', ['finetune_s', 'finetune', 'finetune_l'])
+def test_finetune_floor_is_min_lr_times_each_groups_scale(key):
+    """Each layer group's cosine ends at min_lr x its lr_scale. The shipped
+    optimizer and schedulers, stepped as the Runner steps them (a short
+    epoch: the shape of the schedule does not depend on its length)."""
+    cfg = load(key)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        with torch.device('meta'):
+            model = MODELS.build(cfg.model)
+        wrapper = build_optim_wrapper(model, plain_wrapper(cfg.optim_wrapper))
+    epoch = 50  # T = 4000 cosine steps: the last is within 1e-4 of the end
+    schedulers = [PARAM_SCHEDULERS.build(
+        s, default_args=dict(optimizer=wrapper, epoch_length=epoch))
+        for s in cfg.param_scheduler]
+    total = cfg.train_cfg.max_epochs * epoch
+    warmup = cfg.param_scheduler[0].end * epoch
+    for _ in range(total - 1):  # to the last iteration
+        for scheduler in schedulers:
+            scheduler.step()
+    lr, min_lr = REF['finetune.lr'].value, REF['finetune.min_lr'].value
+    end = reference_cosine(total - 1, lr, min_lr, warmup, total)
+    groups = wrapper.optimizer.param_groups
+    for group in groups:
+        assert group['lr'] == pytest.approx(end * group['lr_scale'],
+                                            rel=1e-9)
+    lowest = min(groups, key=lambda g: g['lr_scale'])
+    depth = len(model.backbone.layers)
+    rate = cfg.optim_wrapper.paramwise_cfg.layer_decay_rate
+    assert lowest['lr_scale'] == pytest.approx(rate**(depth + 1))
+    # min_lr x scale (the last step is (pi / T)^2 / 4 of the peak above it)
+    assert lowest['lr'] == pytest.approx(min_lr * lowest['lr_scale'],
+                                         rel=1e-3)
+    assert REF['finetune.floor'].value.startswith('min_lr x lr_scale')
+
+
+def test_transfer_configs_share_the_finetuning_schedule():
+    """iNaturalist and the fine-grained sets: the ImageNet schedule (and
+    its per-group floor) and full batches, unchanged."""
+    paths = glob.glob(osp.join(REPO, 'configs', 'dtm', 'benchmarks',
+                               'vit-base-p16_dtm-pre_8xb128-amp-coslr-'
+                               '100e_*.py'))
+    assert len(paths) == 9
+    base = load('finetune')
+    for path in paths:
+        cfg = load(path)
+        assert cfg.param_scheduler == base.param_scheduler, path
+        assert cfg.train_dataloader.drop_last is True, path
+
+
 # ----------------------------------------------------------------- ADE20K
 @pytest.mark.parametrize('size', ['b', 'l'])
 def test_ade20k_recipe(size):
@@ -533,11 +759,10 @@ def test_ade20k_recipe(size):
     assert tuple(opt.betas) == REF['ade20k.b.betas'].value
     assert opt.weight_decay == REF['ade20k.b.weight_decay'].value
     warmup, poly = cfg.param_scheduler
-    assert warmup.type == 'LinearLR' and warmup.start_factor == 1e-6
-    assert warmup.end == poly.begin == REF['ade20k.warmup_iters'].value
-    assert poly.type == 'PolyLR'
+    assert warmup.type == 'LinearLR' and poly.type == 'PolyLR'
+    assert warmup.start_factor == REF['ade20k.warmup_ratio'].value
     assert (poly.power, poly.eta_min) == REF['ade20k.poly'].value
-    assert cfg.train_cfg.max_iters == poly.end == REF['ade20k.iters'].value
+    assert cfg.train_cfg.max_iters == REF['ade20k.iters'].value
     assert cfg.train_dataloader.batch_size == REF['ade20k.batch_per_gpu'].value
     assert cfg.crop_size == REF['ade20k.crop'].value
 
@@ -566,6 +791,60 @@ def test_ade20k_decay_set_and_layer_decay():
         else:
             expected = 1.0
         assert scale == pytest.approx(expected), name
+
+
+def mmcv_poly(t: int, lr: float) -> float:
+    """mmcv 1.x's lr at iteration ``t`` under BEiT v2's lr_config
+    (REF['ade20k.schedule'])."""
+    power, min_lr = REF['ade20k.poly'].value
+    regular = (lr - min_lr) * (1 - t / REF['ade20k.iters'].value)**power \
+        + min_lr
+    warmup, ratio = (REF['ade20k.warmup_iters'].value,
+                     REF['ade20k.warmup_ratio'].value)
+    if t >= warmup:
+        return regular
+    return regular * (1 - (1 - t / warmup) * (1 - ratio))
+
+
+ADE_CHECKS = (0, 750, 1500, 80000, 159999)
+
+
+def test_ade20k_schedule_is_mmcv_poly():
+    """The shipped schedulers, stepped through all 160k iterations, give
+    mmcv 1.x's lr at each checked iteration (to 1e-9 of it)."""
+    cfg = load('ade20k_b')
+    lr = cfg.optim_wrapper.optimizer.lr
+    wrapper = OptimWrapper(torch.optim.SGD([nn.Parameter(torch.zeros(1))],
+                                           lr=lr))
+    schedulers = [PARAM_SCHEDULERS.build(s, default_args=dict(
+        optimizer=wrapper)) for s in cfg.param_scheduler]
+    got = {}
+    for t in range(cfg.train_cfg.max_iters):
+        if t in ADE_CHECKS:
+            got[t] = wrapper.optimizer.param_groups[0]['lr']
+        for scheduler in schedulers:
+            scheduler.step()
+    for t in ADE_CHECKS:
+        assert got[t] == pytest.approx(mmcv_poly(t, lr), rel=1e-9, abs=0), t
+    assert got[1500] == pytest.approx(lr * (1 - 1500 / 160000), rel=1e-12)
+
+
+def test_ade20k_schedule_per_layer_group():
+    """Every layer-decay group follows the schedule times its scale (the
+    floor, min_lr 0, is 0 for every group)."""
+    cfg, model, _ = ade20k('ade20k_b')
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        wrapper = build_optim_wrapper(model, plain_wrapper(cfg.optim_wrapper))
+    schedulers = [PARAM_SCHEDULERS.build(s, default_args=dict(
+        optimizer=wrapper)) for s in cfg.param_scheduler]
+    lr = cfg.optim_wrapper.optimizer.lr
+    for t in range(1501):
+        if t in (750, 1500):
+            for group in wrapper.optimizer.param_groups:
+                assert group['lr'] == pytest.approx(
+                    mmcv_poly(t, lr) * group['lr_scale'], rel=1e-9)
+        for scheduler in schedulers:
+            scheduler.step()
 
 
 def test_every_open_choice_is_in_the_config_readme():

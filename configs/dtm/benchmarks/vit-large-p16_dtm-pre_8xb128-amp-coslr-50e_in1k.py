@@ -17,7 +17,9 @@ max_epochs = 50
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0,
          end=warmup_epochs, convert_to_iter_based=True),
+    # floor min_lr x each group's scale, as for ViT-B (min_lr 1e-6, lr 5e-4)
     dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup_epochs,
-         end=max_epochs, eta_min=1e-6, convert_to_iter_based=True)
+         end=max_epochs, eta_min_ratio=1e-6 / 5e-4,
+         convert_to_iter_based=True)
 ]
 train_cfg = dict(max_epochs=max_epochs)

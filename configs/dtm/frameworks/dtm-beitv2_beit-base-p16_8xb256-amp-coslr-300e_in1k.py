@@ -9,17 +9,45 @@
 #   * model.type: BEiT -> BEiTV2DTM (a subclass that changes only loss():
 #     BEiT.loss has one target generator and one head and does not expose
 #     the features, so no config can add a second teacher and loss term);
-#   * three new parts: dtm_neck, dtm_head, dtm_target_generator.
-# Backbone, neck, head, VQKD tokenizer, data, schedule: BEiT v2's.
+#   * three new parts: dtm_neck, dtm_head, dtm_target_generator;
+#   * the mask generator: BlockMaskGenerator, BEiT's own (also the DTM
+#     reference's), instead of MMPretrain's BEiTMaskGenerator, which never
+#     masks the last row and column of the patch grid.
+# Backbone, neck, head, VQKD tokenizer, augmentation, schedule: BEiT v2's.
 _base_ = [
     'mmpretrain::beitv2/beitv2_beit-base-p16_8xb256-amp-coslr-300e_in1k.py'
 ]
 custom_imports = dict(imports=['mmdtm'], allow_failed_imports=False)
 runner_type = 'IsolatedRunner'  # per-run names (mmdtm.engine.runner)
+# MMPretrain 1.2.0's BEiT v2 pipeline (configs/_base_/datasets/
+# imagenet_bs256_beitv2.py) with its mask generator replaced.
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
+        hue=0.),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(
+        type='RandomResizedCropAndInterpolationWithTwoPic',
+        size=224,
+        second_size=224,
+        interpolation='bicubic',
+        second_interpolation='bicubic',
+        scale=(0.2, 1.0)),
+    dict(
+        type='BlockMaskGenerator',
+        input_size=(14, 14),
+        num_masking_patches=75,
+        max_num_patches=75,
+        min_num_patches=16),
+    dict(type='PackInputs')
+]
 # MMEngine tags the dicts of a base from another package with `_scope_`;
-# the Runner passes that key on to `default_collate`, which rejects it.
-# Restating the collate function untagged is the only data change.
-train_dataloader = dict(collate_fn=dict(_delete_=True, type='default_collate'))
+# the Runner passes that key on to `default_collate`, which rejects it,
+# so the collate function is restated untagged.
+train_dataloader = dict(
+    collate_fn=dict(_delete_=True, type='default_collate'),
+    dataset=dict(pipeline=train_pipeline))
 
 model = dict(
     type='BEiTV2DTM',
