@@ -33,6 +33,8 @@ from .staged_save import StagedSave
 
 SAVE_ERROR_ACTIONS = ('raise', 'skip')
 
+# ``atomic_write_text`` is called through this module's name, so that a
+# test can make the write of ``last_checkpoint`` fail here
 __all__ = ['SafeCheckpointHook', 'CheckpointSaveError', 'atomic_write_text',
            'TMP_SUFFIX', 'SAVE_ERROR_ACTIONS']
 
