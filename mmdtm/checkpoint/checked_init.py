@@ -142,7 +142,7 @@ class CheckedInitMixin:
         cfgs = self.init_cfg
         cfg_list = [cfgs] if isinstance(cfgs, dict) else list(cfgs or [])
         checked = [c for c in cfg_list if c.get('type') == 'CheckedPretrained']
-        if not checked or getattr(self, '_is_init', False):
+        if not checked or getattr(self, 'is_init', False):
             return super().init_weights()  # MMEngine warns on a 2nd call
         others = [c for c in cfg_list if c.get('type') != 'CheckedPretrained']
         self.init_cfg = others or None

@@ -7,9 +7,7 @@ distributed run to the ``gloo`` backend, initialises the process group itself
 (from the launcher's environment variables) and wraps the model without
 ``device_ids``, so that ``tools/train.sh CONFIG 2`` also runs on CPU.
 """
-import glob
 import os
-import os.path as osp
 import subprocess
 from datetime import timedelta
 from typing import Optional
@@ -18,6 +16,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.logging import print_log
+
+from mmdtm.checkpoint import config_resume_candidates
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 #: seconds the processes may take to join the group (at least)
@@ -146,13 +146,14 @@ def prepare_restart(cfg: Config, launcher: str) -> bool:
 
     torchrun (``--max-restarts``, see ``tools/dist_launch.sh``) restarts
     the whole group when a worker dies and sets
-    ``TORCHELASTIC_RESTART_COUNT`` > 0 in the new workers. If the work dir
-    holds a checkpoint, the run then resumes from it like ``--resume auto``
-    (``SafeCheckpointHook`` picks the newest complete one); before the
-    first checkpoint the run starts as it was launched. With CUDA, the
-    process group is initialised here through :func:`init_group` (the CPU
-    fallback does so anyway), so that it does not read the failed
-    attempt's keys.
+    ``TORCHELASTIC_RESTART_COUNT`` > 0 in the new workers. If the run
+    has a checkpoint to resume from (the config's
+    :func:`~mmdtm.checkpoint.resume_candidates` are not empty), it then
+    resumes like ``--resume auto`` (``SafeCheckpointHook`` picks the newest
+    complete one); before the first checkpoint the run starts as it was
+    launched. With CUDA, the process group is initialised here through
+    :func:`init_group` (the CPU fallback does so anyway), so that it does
+    not read the failed attempt's keys.
 
     Returns:
         ``True`` when ``cfg`` was switched to resume.
@@ -166,9 +167,7 @@ def prepare_restart(cfg: Config, launcher: str) -> bool:
         torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
         init_group(dist_cfg.get('backend', 'nccl'), collective_timeout(cfg))
     work_dir = cfg.get('work_dir')
-    if not work_dir or not (
-            osp.isfile(osp.join(work_dir, 'last_checkpoint'))
-            or glob.glob(osp.join(glob.escape(work_dir), '*.pth'))):
+    if not work_dir or not config_resume_candidates(cfg):
         return False
     cfg.resume, cfg.load_from = True, None
     if int(os.environ.get('RANK', 0)) == 0:

@@ -5,10 +5,11 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
-from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import DataLoader
 
 from mmdtm.registry import LOOPS
+from mmdtm.upstream import (InfiniteDataloaderIterator, decide_val_interval,
+                            release_loader_workers)
 
 
 def _skippable_sampler(loader: DataLoader):
@@ -33,28 +34,28 @@ def _private_generator(loader: DataLoader) -> None:
         loader.generator = torch.Generator().manual_seed(0)
 
 
-class _CyclingIterator(_InfiniteDataloaderIterator):
+class _CyclingIterator(InfiniteDataloaderIterator):
     """MMEngine's ``_InfiniteDataloaderIterator`` without its fixed 2 s pause
     (and warning) at every epoch switch when the loader has no worker
     processes: the pause guards against a worker deadlock; without workers
     it only costs time (2 s per pass over a small dataset)."""
 
     def __next__(self):
-        if self._dataloader.num_workers > 0:
+        if self.dataloader.num_workers > 0:
             return super().__next__()
         try:
-            return next(self._iterator)
+            return next(self.iterator)
         except StopIteration:
-            self._epoch += 1
-            sampler = getattr(self._dataloader, 'sampler', None)
+            self.epoch += 1
+            sampler = getattr(self.dataloader, 'sampler', None)
             if not hasattr(sampler, 'set_epoch'):
                 sampler = getattr(
-                    getattr(self._dataloader, 'batch_sampler', None),
+                    getattr(self.dataloader, 'batch_sampler', None),
                     'sampler', None)
             if hasattr(sampler, 'set_epoch'):
-                sampler.set_epoch(self._epoch)
-            self._iterator = iter(self._dataloader)
-            return next(self._iterator)
+                sampler.set_epoch(self.epoch)
+            self.iterator = iter(self.dataloader)
+            return next(self.iterator)
 
 
 @LOOPS.register_module()
@@ -105,8 +106,8 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         epoch, batch = divmod(step, len(loader))
         sampler.set_epoch(epoch)
         sampler.skip(batch * batch_size)
-        self.dataloader_iterator._epoch = epoch
-        self.dataloader_iterator._iterator = iter(loader)
+        self.dataloader_iterator.epoch = epoch
+        self.dataloader_iterator.iterator = iter(loader)
         print_log(f'Resuming at iteration {step}: sampler epoch {epoch}, '
                   f'batch {batch} of {len(loader)}', logger='current')
 
@@ -117,19 +118,19 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         fails."""
         self.runner.call_hook('before_train')
         self.runner.call_hook('before_train_epoch')
-        if self._iter > 0:
-            self._fast_forward(self._iter)
+        if self.iter > 0:
+            self._fast_forward(self.iter)
         try:
-            while self._iter < self._max_iters and not self.stop_training:
+            while self.iter < self.max_iters and not self.stop_training:
                 self.runner.model.train()
                 data_batch = next(self.dataloader_iterator)
                 self.run_iter(data_batch)
 
-                self._decide_current_val_interval()
+                decide_val_interval(self)
                 if (self.runner.val_loop is not None
-                        and self._iter >= self.val_begin
-                        and (self._iter % self.val_interval == 0
-                             or self._iter == self._max_iters)):
+                        and self.iter >= self.val_begin
+                        and (self.iter % self.val_interval == 0
+                             or self.iter == self.max_iters)):
                     self.runner.val_loop.run()
         except BaseException:
             self._release_workers()  # e.g. a data worker died: stop the rest
@@ -146,9 +147,5 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         MMEngine leaves the live iterator to the garbage collector, whose
         worker shutdown then waits about 10 s.
         """
-        iterator = getattr(self.dataloader_iterator, '_iterator', None)
-        shutdown = getattr(iterator, '_shutdown_workers', None)
-        if shutdown is not None:
-            shutdown()
-            if getattr(self.dataloader, '_iterator', None) is iterator:
-                self.dataloader._iterator = None  # persistent workers
+        release_loader_workers(self.dataloader_iterator.iterator,
+                               self.dataloader)

@@ -9,7 +9,6 @@ surviving rank check in at the rendezvous store and raises
 """
 import contextlib
 import os
-import os.path as osp
 import threading
 import time
 from datetime import timedelta
@@ -18,6 +17,7 @@ from typing import Iterator, List, Optional
 import torch.distributed as dist
 from mmengine.logging import print_log
 
+from mmdtm.checkpoint import config_resume_candidates
 from .launch import collective_timeout
 
 #: a probe waits at most this long for the other ranks (seconds)
@@ -81,12 +81,10 @@ def probe_ranks(store, timeout: float, poll: float = 0.2) -> List[int]:
     return list(result)
 
 
-def _last_checkpoint(work_dir: str) -> Optional[str]:
-    pointer = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        return f.read().strip() or None
+def _last_checkpoint(runner) -> Optional[str]:
+    """What ``--resume auto`` would load first for ``runner``'s run."""
+    candidates = config_resume_candidates(runner.cfg, runner.work_dir)
+    return candidates[0] if candidates else None
 
 
 @contextlib.contextmanager
@@ -126,7 +124,7 @@ def report_lost_ranks(runner) -> Iterator[None]:
         lost = [r for r in probe_ranks(store, probe_timeout) if r != rank]
         if not lost:
             raise
-        last = _last_checkpoint(runner.work_dir)
+        last = _last_checkpoint(runner)
         where = (f'the last complete checkpoint is {last}' if last else
                  'no checkpoint was written yet')
         message = (

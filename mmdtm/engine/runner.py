@@ -21,6 +21,7 @@ from mmengine.runner import Runner
 from mmengine.utils import ManagerMixin
 
 from ..registry import RUNNERS
+from ..upstream import set_run_timestamp
 
 
 def manager_classes() -> List[type]:
@@ -68,9 +69,9 @@ class IsolatedRunner(Runner):
     def setup_env(self, env_cfg: Dict) -> None:
         super().setup_env(env_cfg)
         # rank 0 decides: the log directory is shared by all ranks
-        stamp = [unique_timestamp(self._timestamp, self._work_dir)]
+        stamp = [unique_timestamp(self.timestamp, self.work_dir)]
         broadcast_object_list(stamp)
-        self._timestamp = stamp[0]
+        set_run_timestamp(self, stamp[0])
 
 
 def build_runner(cfg: Config) -> Runner:

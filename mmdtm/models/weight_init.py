@@ -1,10 +1,11 @@
 """``init_cfg=dict(type='Scale', layer=..., scale=...)``: multiply the
 weights and biases another initializer has drawn, as the reference's
 ``init_scale`` does for the classification head."""
-from mmengine.model.weight_init import BaseInit, update_init_info
+from mmengine.model.weight_init import BaseInit
 from torch import nn
 
 from mmdtm.registry import WEIGHT_INITIALIZERS
+from mmdtm.upstream import record_init_info
 
 
 @WEIGHT_INITIALIZERS.register_module(name='Scale')
@@ -43,8 +44,8 @@ class ScaleInit(BaseInit):
                 self._scale(m)
 
         module.apply(init)
-        if hasattr(module, '_params_init_info'):
-            update_init_info(module, init_info=self._get_init_info())
+        record_init_info(module, self.init_info())
 
-    def _get_init_info(self) -> str:
+    def init_info(self) -> str:
+        """What this initialiser did, for MMEngine's init log."""
         return f'{type(self).__name__}: scale={self.scale}'

@@ -3,11 +3,12 @@ import re
 from typing import Mapping, Sequence
 
 from mmengine.hooks import Hook
-from mmengine.runner.checkpoint import find_latest_checkpoint
 from mmpretrain.utils import get_ori_model
 
-from mmdtm.checkpoint import compare_state_dict, state_dict_of
+from mmdtm.checkpoint import (compare_state_dict, config_resume_candidates,
+                              state_dict_of)
 from mmdtm.registry import HOOKS
+from mmdtm.upstream import runner_load_from, runner_resumes
 
 
 def check_state_dict(model_state: Mapping, ckpt_state: Mapping, source: str,
@@ -53,9 +54,10 @@ class StrictLoadHook(Hook):
 
     @staticmethod
     def _source(runner) -> str:
-        path = runner._load_from
-        if path is None and runner._resume:
-            path = find_latest_checkpoint(runner.work_dir)
+        path = runner_load_from(runner)
+        if path is None and runner_resumes(runner):  # what MMEngine loads
+            path = next(iter(config_resume_candidates(
+                runner.cfg, runner.work_dir)), None)
         return f'checkpoint {path}' if path else 'the checkpoint'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -10,6 +10,7 @@ from mmpretrain.models.backbones.beit import RelativePositionBias
 from mmpretrain.models.selfsup.beit import BEiTPretrainViT
 
 from mmdtm.registry import MODELS
+from mmdtm.upstream import RelPosTableSeam
 from .drop_path import drop_path_once_per_branch
 
 
@@ -34,7 +35,7 @@ def _has_pretrained(init_cfg) -> bool:
 
 
 @MODELS.register_module()
-class DTMPretrainViT(BEiTPretrainViT):
+class DTMPretrainViT(RelPosTableSeam, BEiTPretrainViT):
     """BEiT-style pre-training ViT (mask token, layer scale) for DTM.
 
     ``forward(x, mask)`` returns a tuple of (B, 1 + N, C) features, as
@@ -91,7 +92,7 @@ class DTMPretrainViT(BEiTPretrainViT):
         if _has_pretrained(self.init_cfg):
             super().init_weights()
             return
-        if self._is_init:  # MMEngine semantics: a second call does nothing
+        if self.is_init:  # MMEngine semantics: a second call does nothing
             warnings.warn(f'init_weights of {type(self).__name__} has been '
                           f'called more than once.')
             return
@@ -107,10 +108,10 @@ class DTMPretrainViT(BEiTPretrainViT):
                 if token is not None:
                     trunc_normal_(token, std=std, a=-std, b=std)
             self.rescale_init_weight()
-        self._is_init = True
+        self.is_init = True
 
-    def _prepare_relative_position_bias_table(self, state_dict, prefix, *args,
-                                              **kwargs):
+    def prepare_relative_position_bias_table(self, state_dict, prefix, *args,
+                                             **kwargs):
         """Keep a checkpoint's shared table as it is when this model has one.
 
         The parent copies a shared table into every block when the model has
@@ -119,5 +120,5 @@ class DTMPretrainViT(BEiTPretrainViT):
         """
         if self.rel_pos_bias is not None:
             return
-        super()._prepare_relative_position_bias_table(state_dict, prefix,
-                                                      *args, **kwargs)
+        super().prepare_relative_position_bias_table(state_dict, prefix,
+                                                     *args, **kwargs)

@@ -159,9 +159,11 @@ class DTMLoss(nn.Module):
         self._seed, self._calls = int(seed), 0
         self.register_buffer('schedule_state',
                              torch.tensor([int(seed), 0], dtype=torch.long))
+        self.register_load_state_dict_post_hook(DTMLoss._read_schedule_state)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _read_schedule_state(self, incompatible_keys=None) -> None:
+        """After ``load_state_dict``: the Python mirrors follow the loaded
+        ``schedule_state`` buffer."""
         self._seed, self._calls = (int(v) for v in self.schedule_state.tolist())
 
     @property

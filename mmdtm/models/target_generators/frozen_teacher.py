@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from mmdtm.upstream import ApplySeam
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -79,7 +81,7 @@ def resample_token_map(tokens: Tensor, grid: Sequence[int],
     return fmap.flatten(2).transpose(1, 2)
 
 
-class FrozenTeacher(BaseModule):
+class FrozenTeacher(ApplySeam, BaseModule):
     """Base of the frozen target generators: (B, 3, H, W) -> (B, N, D).
 
     Frozen for real: every parameter has ``requires_grad=False``; the tower
@@ -280,10 +282,9 @@ class FrozenTeacher(BaseModule):
             text += f' resampled to {grid_str(self.out_grid)}'
         return text
 
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
-        return self
+    def unregistered_modules(self) -> List[nn.Module]:
+        """The teacher moves with this module (``.to()``, ``.half()``)."""
+        return [self.teacher]
 
     def train(self, mode: bool = True) -> 'FrozenTeacher':
         super().train(mode)
