@@ -239,25 +239,18 @@ def run_probe(teacher: torch.nn.Module,
               samples: Sequence[Sample],
               class_names: Sequence[str],
               schedules: Sequence[Schedule],
-              boxes_dir: Optional[str] = None,
-              protect_first: bool = True,
-              split: str = 'alternate',
-              seed: int = 0,
               vis_num: int = 8,
               panel_size: int = 224,
-              mean: Sequence[float] = IMAGENET_MEAN,
-              std: Sequence[float] = IMAGENET_STD,
-              progress: bool = True):
-    """:func:`score_probe`, then :func:`probe_picture` of the first
-    ``vis_num`` images (the arguments as theirs).
+              **kwargs) -> tuple:
+    """:func:`score_probe` (``kwargs``: its options), then
+    :func:`probe_picture` of the first ``vis_num`` images.
 
     Returns:
         ``(report, picture, panels)``: the report, the PIL picture (``None``
         when ``vis_num`` is 0) and its panels.
     """
     report, shown = score_probe(teacher, text, samples, class_names,
-                                schedules, boxes_dir, protect_first, split,
-                                seed, vis_num, mean, std, progress)
+                                schedules, keep=vis_num, **kwargs)
     picture, panels = probe_picture(shown, schedules, report['grid'],
                                     panel_size)
     return report, picture, panels

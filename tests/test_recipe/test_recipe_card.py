@@ -308,7 +308,7 @@ def test_framework_teachers_are_quickgelu(path):
 
 
 def test_how_to_get_weights_names_the_quickgelu_model():
-    text = HOW_TO_GET.format(model='ViT-B-16-quickgelu')
+    text = HOW_TO_GET.format(name='ViT-B-16-quickgelu')
     assert "create_model('ViT-B-16-quickgelu', pretrained='openai'" in text
     assert 'QuickGELU' in text
 
