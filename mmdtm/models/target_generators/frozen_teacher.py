@@ -160,10 +160,20 @@ class FrozenTeacher(BaseModule):
             ``grid_match``.
     """
 
-    #: the library the teacher comes from, in messages
-    library = 'teacher'
-    #: how to get weights offline (a message; ``{name}`` = the model name)
-    how_to_get = ''
+    library = 'teacher'  # the library the teacher comes from, in messages
+    how_to_get = ''  # how to get its weights offline; {name}: the model
+
+    def __init_subclass__(cls, library: Optional[str] = None,
+                          how_to_get: Optional[str] = None,
+                          **kwargs) -> None:
+        """``class T(FrozenTeacher, library='timm', how_to_get=...)``: the
+        library named in messages, and how to get its weights offline
+        (``{name}``: the model name)."""
+        super().__init_subclass__(**kwargs)
+        if library is not None:
+            cls.library = library
+        if how_to_get is not None:
+            cls.how_to_get = how_to_get
 
     def __init__(self,
                  model_name: str,

@@ -20,7 +20,8 @@ TIMM_HOW_TO_GET = (
 
 
 @MODELS.register_module()
-class TimmTargetGenerator(FrozenTeacher):
+class TimmTargetGenerator(FrozenTeacher, library='timm',
+                          how_to_get=TIMM_HOW_TO_GET):
     """A frozen plain timm ViT giving the per-patch targets (B, N, D).
 
     The target is the final patch tokens after the model's last norm, prefix
@@ -47,15 +48,16 @@ class TimmTargetGenerator(FrozenTeacher):
     disagrees with the tag's configuration raises, naming both.
 
     Examples:
+        >>> import torch
+        >>> from mmengine.logging import MMLogger
+        >>> # a random teacher logs a warning; keep it out of this example
+        >>> _ = MMLogger.get_instance('example', log_level='ERROR')
         >>> gen = TimmTargetGenerator(
-        ...     'vit_base_patch14_dinov2', pretrained=None,
+        ...     'vit_small_patch14_dinov2', pretrained=None,
         ...     grid_match='resize_input', out_grid=(14, 14))
         >>> gen(torch.randn(2, 3, 224, 224)).shape
-        torch.Size([2, 196, 768])
+        torch.Size([2, 196, 384])
     """
-
-    library = 'timm'
-    how_to_get = TIMM_HOW_TO_GET
 
     def __init__(self,
                  model_name: str = 'vit_base_patch14_dinov2',
