@@ -147,7 +147,7 @@ class CLIPTargetGenerator(FrozenTeacher, library='open_clip',
         >>> import torch
         >>> from mmengine.logging import MMLogger
         >>> # a random teacher logs a warning; keep it out of this example
-        >>> _ = MMLogger.get_instance('example', log_level='ERROR')
+        >>> _ = MMLogger.get_instance('clip-example', log_level='ERROR')
         >>> gen = CLIPTargetGenerator('ViT-B-16-quickgelu', pretrained=None)
         >>> gen(torch.randn(2, 3, 224, 224)).shape
         torch.Size([2, 196, 512])

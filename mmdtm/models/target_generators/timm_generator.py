@@ -51,7 +51,7 @@ class TimmTargetGenerator(FrozenTeacher, library='timm',
         >>> import torch
         >>> from mmengine.logging import MMLogger
         >>> # a random teacher logs a warning; keep it out of this example
-        >>> _ = MMLogger.get_instance('example', log_level='ERROR')
+        >>> _ = MMLogger.get_instance('timm-example', log_level='ERROR')
         >>> gen = TimmTargetGenerator(
         ...     'vit_small_patch14_dinov2', pretrained=None,
         ...     grid_match='resize_input', out_grid=(14, 14))
