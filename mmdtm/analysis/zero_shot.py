@@ -6,7 +6,7 @@ the projected patch tokens live in CLIP's joint image-text space and can be
 compared with text embeddings by cosine similarity, exactly as CLIP
 classifies whole images zero-shot.
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mmdtm.checkpoint.compare import compare_state_dict
 from mmdtm.models.target_generators.clip_generator import (
-    check_open_clip_name, create_open_clip)
+    CLIPTargetGenerator, check_open_clip_name, create_open_clip)
 from mmdtm.models.target_generators.frozen_teacher import (looks_like_path,
                                                            read_weights)
 
@@ -130,6 +130,46 @@ def text_embeddings(model: nn.Module,
         out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
     emb = torch.cat(out).view(len(class_names), len(templates), -1)
     return F.normalize(emb.mean(dim=1), dim=-1).cpu()
+
+
+def zero_shot_teacher(model_name: str,
+                      pretrained: Optional[str],
+                      class_names: Sequence[str],
+                      templates: str = 'default',
+                      model_kwargs: Optional[dict] = None,
+                      cache_dir: Optional[str] = None,
+                      input_norm: str = 'imagenet',
+                      device: str = 'cpu') -> Tuple[nn.Module, Tensor]:
+    """The two sides of the zero-shot probe from one open_clip model: the
+    DTM teacher (:class:`CLIPTargetGenerator`, projected, float32) and the
+    (C, D) class embeddings of ``class_names`` under ``templates``
+    (:func:`prompt_templates`). The text side is built first: it fails
+    fast on weights without a text tower.
+
+    Raises:
+        ValueError: the image tower has no projection into the joint
+            space (its tokens cannot be classified zero-shot).
+    """
+    import open_clip
+    kwargs = dict(model_kwargs or {})
+    text_model = load_text_model(model_name, pretrained, kwargs,
+                                 cache_dir).to(device)
+    tokenizer = open_clip.get_tokenizer(
+        model_name,
+        context_length=getattr(text_model, 'context_length', None))
+    text = text_embeddings(text_model, tokenizer, class_names,
+                           prompt_templates(templates))
+    del text_model
+    teacher = CLIPTargetGenerator(
+        model_name, pretrained=pretrained, cache_dir=cache_dir,
+        model_cfg=kwargs, projected=True, input_norm=input_norm,
+        autocast_dtype='fp32').to(device)
+    if not teacher.in_joint_space or teacher.out_dim != text.shape[1]:
+        raise ValueError(
+            f'{model_name!r}: the image tower has no projection into the '
+            f'{text.shape[1]}-d joint space, so its tokens cannot be '
+            f'classified zero-shot')
+    return teacher, text
 
 
 def classify_tokens(tokens: Tensor, text: Tensor) -> Tensor:
