@@ -18,7 +18,7 @@ from mmdtm.models import (CLIPTargetGenerator, CLIPTokensAttentionGenerator,
 from mmdtm.models.target_generators.frozen_teacher import (IMAGENET_MEAN,
                                                            IMAGENET_STD)
 
-from ..conftest import TINY_CLIP
+from tests.conftest import TINY_CLIP
 
 TINY_TEXT = TINY_CLIP['text_cfg']
 # SigLIP's layout (no class token, MAP pooling, no projection) with one

@@ -8,7 +8,7 @@ from mmdtm.models.target_generators.clip_generator import (CLIP_MEAN,
                                                            IMAGENET_MEAN,
                                                            IMAGENET_STD)
 
-from ..conftest import TINY_CLIP
+from tests.conftest import TINY_CLIP
 
 
 def tiny(**kw):
