@@ -16,7 +16,7 @@ $(STAMP): $(ENV_INPUTS)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests mmdtm $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --work-dir work_dirs/demo

@@ -12,8 +12,13 @@ features, and group means through two batched matmuls per side
 (sums = S @ x, then S^T @ (sums / sizes)).
 
 "rounds": ours with ``method='rounds'`` (a product of the current A and B
-groups' features every round: the op before ``'auto'`` became the default,
-and what the compiled arm computes).
+groups' features every round: ``_match_round``, what ``'auto'`` runs below
+four merging rounds, and what the compiled arm computes).
+
+"gram": ours with ``method='gram'`` (the tokens' Gram matrix once, then a
+gather of its A x B block every round: ``_gram_round``, what ``'auto'``
+runs from four merging rounds on), at every k, so that both sides of
+``'auto'``'s threshold are measured.
 
 "compiled": the static-shape level (``compiled_morph``: partition and both
 group means in one ``torch.compile`` region; every schedule runs max(k)
@@ -127,6 +132,7 @@ def method_arm(method: str) -> Callable:
 
 our_arm = method_arm('auto')  # the default
 rounds_arm = method_arm('rounds')  # per-round products of the groups' sums
+gram_arm = method_arm('gram')  # the tokens' Gram matrix, gathered per round
 
 
 def compiled_arm(max_rounds: int) -> Callable:
@@ -228,8 +234,8 @@ def check_same(student: Tensor, teacher: Tensor,
 
 def check_compiled(arm: Callable, student: Tensor, teacher: Tensor,
                    rounds: Sequence[int], grad: bool) -> float:
-    """Max abs difference of an arm's (compiled, rounds) group means from ours
-    (in the grad mode the arm is timed in: a graph per mode)."""
+    """Max abs difference of an arm's (compiled, rounds, gram) group means
+    from ours (in the grad mode the arm is timed in: a graph per mode)."""
     with torch.set_grad_enabled(grad):
         u_c, v_c = arm(student.detach().requires_grad_(grad), teacher, rounds)
     with torch.no_grad():
@@ -311,9 +317,10 @@ def main(argv=None) -> None:
             rounds = [r] * k
             err = check_same(student, teacher, rounds)
             named = [('ours', our_arm), ('dense', dense_arm),
-                     ('rounds', rounds_arm)]
-            err = max(err, check_compiled(rounds_arm, student, teacher,
-                                          rounds, False))
+                     ('rounds', rounds_arm), ('gram', gram_arm)]
+            for arm in (rounds_arm, gram_arm):
+                err = max(err, check_compiled(arm, student, teacher, rounds,
+                                              False))
             if use_compiled:
                 named.append(('compiled', comp))
                 if batch not in compile_s:  # the first call compiles
@@ -345,6 +352,7 @@ def main(argv=None) -> None:
             t_comp = (common.median(times['compiled']) if use_compiled
                       else float('nan'))
             t_rounds = common.median(times['rounds'])
+            t_gram = common.median(times['gram'])
             row = dict(
                 batch=batch, tokens=n, channels=c, iters=k, r=r,
                 groups=realised_groups(n, rounds), max_abs_diff=err,
@@ -353,6 +361,7 @@ def main(argv=None) -> None:
                 speedup_min=min(times['dense']) / min(times['ours']),
                 compiled_ms=1e3 * t_comp, compiled_speedup=t_dense / t_comp,
                 rounds_ms=1e3 * t_rounds, rounds_speedup=t_dense / t_rounds,
+                gram_ms=1e3 * t_gram, gram_speedup=t_dense / t_gram,
                 ours_mib=mem['ours'], dense_mib=mem['dense'],
                 mem_fraction=(mem['ours'] / mem['dense']
                               if mem['dense'] > 0 else float('nan')),
@@ -362,6 +371,7 @@ def main(argv=None) -> None:
                   f"dense {row['dense_ms']:.2f} ms, x{row['speedup']:.2f}; "
                   f"{mem['ours']:.1f} vs {mem['dense']:.1f} MiB"
                   + f"; rounds {row['rounds_ms']:.2f} ms"
+                  + f"; gram {row['gram_ms']:.2f} ms"
                   + (f"; compiled {row['compiled_ms']:.2f} ms"
                      if use_compiled else ''), flush=True)
         if use_compiled:
@@ -371,12 +381,14 @@ def main(argv=None) -> None:
     print()
     common.print_table(
         ['B', 'k', 'r', 'groups', 'ours ms', 'dense ms', 'speed-up (dense/ours)',
-         'of fastest', 'rounds ms', 'speed-up (dense/rounds)', 'compiled ms',
+         'of fastest', 'rounds ms', 'speed-up (dense/rounds)', 'gram ms',
+         'speed-up (dense/gram)', 'compiled ms',
          'speed-up (dense/compiled)', 'ours MiB', 'dense MiB',
          'memory (ours/dense)'],
         [[r['batch'], r['iters'], r['r'], r['groups'], r['ours_ms'],
           r['dense_ms'], r['speedup'], r['speedup_min'], r['rounds_ms'],
-          r['rounds_speedup'], r['compiled_ms'], r['compiled_speedup'],
+          r['rounds_speedup'], r['gram_ms'], r['gram_speedup'],
+          r['compiled_ms'], r['compiled_speedup'],
           r['ours_mib'], r['dense_mib'], r['mem_fraction']] for r in rows],
         title=f'N={n}, C=D={c}, median of {args.repeats} interleaved '
         f'repetitions after {args.warmup} warm-up, peak memory above the '
@@ -397,9 +409,10 @@ def main(argv=None) -> None:
     summary['goal_speedup'] = (
         'n/a' if not goal_rows else 'met' if min(
             r['speedup'] for r in goal_rows) >= GOAL_SPEEDUP else 'missed')
-    for r in rows:
-        summary[f"rounds_speedup_B{r['batch']}_k{r['iters']}"] = \
-            r['rounds_speedup']
+    for arm in ('rounds', 'gram'):
+        for r in rows:
+            summary[f"{arm}_speedup_B{r['batch']}_k{r['iters']}"] = \
+                r[f'{arm}_speedup']
     ops = {}
     if use_compiled:
         for r in rows:

@@ -116,14 +116,11 @@ def toy_config(work_dir: str, data_root: str, max_iters: int = 40,
     ``options`` are MMEngine ``--cfg-options`` style dotted keys.
     """
     from mmengine.config import Config
-    cfg = Config.fromfile(TOY_CFG)
+
+    from mmdtm.engine import shorten_schedule
+    cfg = shorten_schedule(Config.fromfile(TOY_CFG), max_iters)
     cfg.work_dir = work_dir
     cfg.train_dataloader.dataset.data_root = data_root
-    cfg.train_cfg.max_iters = max_iters
-    warmup = max(1, min(5, max_iters // 4))
-    cfg.param_scheduler[0].end = warmup
-    cfg.param_scheduler[1].begin = warmup
-    cfg.param_scheduler[1].end = max_iters
     cfg.default_hooks.logger.interval = 1
     cfg.merge_from_dict(options)
     return cfg

@@ -12,7 +12,6 @@ The teacher is randomly initialised (no weights are downloaded); the log says
 so. ``--iters`` shortens the schedule (the tests use a few iterations).
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -49,62 +48,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def demo_config(args: argparse.Namespace) -> Config:
     """The demo config with the work dir, data and schedule length set."""
+    from mmdtm.engine.schedules import shorten_schedule
     cfg = Config.fromfile(args.config)
     cfg.work_dir = osp.abspath(args.work_dir)
     cfg.train_dataloader.dataset.data_root = osp.abspath(args.images)
     cfg.launcher = 'none'
-    iters = args.iters or cfg.train_cfg.max_iters
-    if iters < 1:
-        raise ValueError(f'--iters must be >= 1, got {iters}')
-    warmup = max(1, iters // 10)
-    cfg.train_cfg.max_iters = iters
-    cfg.param_scheduler[0].end = warmup
-    cfg.param_scheduler[1].begin = warmup
-    cfg.param_scheduler[1].end = max(iters, warmup + 1)
+    if args.iters is not None:
+        if args.iters < 1:
+            raise ValueError(f'--iters must be >= 1, got {args.iters}')
+        shorten_schedule(cfg, args.iters)
+    iters = cfg.train_cfg.max_iters
     cfg.default_hooks.checkpoint.interval = iters
     cfg.default_hooks.logger.interval = max(1, min(10, iters // 10))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return cfg
-
-
-def read_losses(log_dir: str) -> Dict[int, float]:
-    """{iteration: loss} from MMEngine's ``vis_data/scalars.json``."""
-    path = osp.join(log_dir, 'vis_data', 'scalars.json')
-    losses = {}
-    with open(path) as f:
-        for line in f:
-            entry = json.loads(line)
-            if 'loss' in entry:
-                losses[int(entry['step'])] = float(entry['loss'])
-    return losses
-
-
-def plot_losses(losses: Dict[int, float], out_file: str,
-                title: str) -> None:
-    """Loss against iteration, with a running mean when there are many."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    steps = sorted(losses)
-    values = [losses[s] for s in steps]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    ax.plot(steps, values, lw=1, alpha=0.6,
-            label='loss (logged: mean since the previous log)')
-    window = max(1, len(values) // 10)
-    if window > 1:
-        smooth = [sum(values[max(0, i - window + 1):i + 1]) /
-                  len(values[max(0, i - window + 1):i + 1])
-                  for i in range(len(values))]
-        ax.plot(steps, smooth, lw=2, label=f'running mean ({window})')
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('DTM loss (smooth-L1)')
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_file)
-    plt.close(fig)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, str]:
@@ -130,6 +88,9 @@ def _run(args: argparse.Namespace, start: float) -> Dict[str, str]:
     from mmpretrain.utils import get_ori_model
 
     from mmdtm.engine import build_runner
+    from mmdtm.models.target_generators.frozen_teacher import \
+        random_init_warning
+    from mmdtm.visualization.loss_curve import plot_losses, read_losses
     from mmdtm.visualization.morph_vis import morphing_grid
     cfg = demo_config(args)
     device = 'GPU' if torch.cuda.is_available() else 'CPU'
@@ -140,10 +101,10 @@ def _run(args: argparse.Namespace, start: float) -> Dict[str, str]:
           f'logged every {cfg.default_hooks.logger.interval} iterations. '
           f'Output: {cfg.work_dir}', flush=True)
     if random_teacher:
-        print('mmdtm demo: NOTE the CLIP teacher is RANDOMLY INITIALISED '
-              '(no weights are downloaded), so its targets carry no CLIP '
-              'knowledge; point model.target_generator.pretrained at '
-              'open_clip weights for real training.', flush=True)
+        teacher = cfg.model.target_generator
+        print('mmdtm demo: NOTE ' + random_init_warning(
+            'model.target_generator', teacher.get('model_name', teacher.type)),
+            flush=True)
     runner = build_runner(cfg)
     runner.train()
 

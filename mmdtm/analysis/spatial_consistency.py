@@ -88,20 +88,61 @@ def _mean(values: Sequence[float]) -> Optional[float]:
     return float(np.mean(vals)) if vals else None
 
 
-def run_probe(teacher: torch.nn.Module,
-              text: Tensor,
-              samples: Sequence[Sample],
-              class_names: Sequence[str],
-              schedules: Sequence[Schedule],
-              boxes_dir: Optional[str] = None,
-              protect_first: bool = True,
-              split: str = 'alternate',
-              seed: int = 0,
-              vis_num: int = 8,
-              panel_size: int = 224,
-              mean: Sequence[float] = IMAGENET_MEAN,
-              std: Sequence[float] = IMAGENET_STD,
-              progress: bool = True):
+@dataclass
+class ShownImage:
+    """What the picture draws of one scored image."""
+    image: Image.Image  # the square image the teacher saw
+    title: str  # file and class
+    label: int
+    boxes: list  # the object boxes in the image's pixel frame (may be [])
+    results: Sequence[TokenResult]  # one per schedule
+
+
+def _box_mask(sample: Sample, boxes_dir: Optional[str], size: int,
+              grid: int) -> Tuple[Optional[Tensor], list]:
+    """``(inside, boxes)``: the (grid * grid,) bool tokens inside the
+    sample's boxes (None without ``boxes_dir``) and the boxes in the
+    teacher's crop."""
+    if boxes_dir is None:
+        return None, []
+    stem = osp.splitext(osp.basename(sample.path))[0]
+    ann = read_voc_xml(osp.join(boxes_dir, stem + '.xml'))
+    with Image.open(sample.path) as raw:
+        check_belongs(ann, sample.path, raw.size)
+    crop_boxes = boxes_in_crop(ann.boxes, ann.size, size)
+    return token_mask(crop_boxes, size, grid), crop_boxes
+
+
+def _summary(images: Sequence[dict],
+             schedules: Sequence[Schedule]) -> Dict[str, dict]:
+    """Per schedule, the per-image scores averaged over the images."""
+    summary = {}
+    for sched in schedules:
+        rows = [e['scores'][sched.name] for e in images]
+        summary[sched.name] = dict(
+            r=sched.r, iters=sched.iters,
+            groups=_mean([r['groups'] for r in rows]),
+            token_accuracy=_mean([r['token_accuracy'] for r in rows]),
+            neighbour_agreement=_mean(
+                [r['neighbour_agreement'] for r in rows]),
+            image_accuracy=_mean([float(r['correct']) for r in rows]),
+            images_scored=sum(r['token_accuracy'] is not None for r in rows))
+    return summary
+
+
+def score_probe(teacher: torch.nn.Module,
+                text: Tensor,
+                samples: Sequence[Sample],
+                class_names: Sequence[str],
+                schedules: Sequence[Schedule],
+                boxes_dir: Optional[str] = None,
+                protect_first: bool = True,
+                split: str = 'alternate',
+                seed: int = 0,
+                keep: int = 8,
+                mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD,
+                progress: bool = True) -> Tuple[dict, list]:
     """Score every sample under every schedule.
 
     Args:
@@ -114,12 +155,11 @@ def run_probe(teacher: torch.nn.Module,
             sample must have one. ``None``: token accuracy over all tokens.
         protect_first / split: as in training (``bipartite_partition``).
         seed: for ``split='random'``.
-        vis_num: how many images (the first) go into the picture.
+        keep: how many images (the first) to return for the picture.
 
     Returns:
-        ``(report, picture, panels)``: a JSON-ready dict (``summary`` per
-        schedule and per-image ``images``), the PIL picture (``None`` when
-        ``vis_num`` is 0) and its panels.
+        ``(report, shown)``: a JSON-ready dict (``summary`` per schedule and
+        per-image ``images``) and the first ``keep`` :class:`ShownImage`.
     """
     n = teacher.num_patches
     grid = math.isqrt(n)
@@ -135,17 +175,9 @@ def run_probe(teacher: torch.nn.Module,
     if progress:
         from mmengine.utils import ProgressBar
         bar = ProgressBar(len(samples), file=sys.stderr)
-    images, vis = [], dict(images=[], titles=[], correct=[], headers=[],
-                           boxes=[], preds=[])
+    images, shown = [], []
     for idx, sample in enumerate(samples):
-        inside, crop_boxes = None, []
-        if boxes_dir is not None:
-            stem = osp.splitext(osp.basename(sample.path))[0]
-            ann = read_voc_xml(osp.join(boxes_dir, stem + '.xml'))
-            with Image.open(sample.path) as raw:
-                check_belongs(ann, sample.path, raw.size)
-            crop_boxes = boxes_in_crop(ann.boxes, ann.size, size)
-            inside = token_mask(crop_boxes, size, grid)
+        inside, crop_boxes = _box_mask(sample, boxes_dir, size, grid)
         img = load_image(sample.path, size)
         tokens = teacher_tokens(teacher, img, mean, std)
         entry = dict(path=sample.path, label=sample.label,
@@ -165,45 +197,62 @@ def run_probe(teacher: torch.nn.Module,
                 vote=res.vote, vote_class=class_names[res.vote],
                 correct=res.vote == sample.label)
         images.append(entry)
-        if idx < vis_num:
-            vis['images'].append(img)
-            vis['titles'].append(f'{osp.basename(sample.path)}: '
-                                 f'{class_names[sample.label]}')
-            vis['correct'].append([(r.pred == sample.label).numpy()
-                                   for r in results])
-            vis['preds'].append([r.pred.numpy() for r in results])
-            vis['headers'].append([
-                (f'{s.name} ({r.groups} groups)',
-                 f'tok {_pct(r.token_accuracy)} nb '
-                 f'{_pct(r.neighbour_agreement)}')
-                for s, r in zip(schedules, results)])
-            vis['boxes'].append(crop_boxes)
+        if idx < keep:
+            shown.append(ShownImage(
+                img, f'{osp.basename(sample.path)}: '
+                f'{class_names[sample.label]}', sample.label, crop_boxes,
+                results))
         if bar is not None:
             bar.update()
     if bar is not None:
         sys.stderr.write('\n')
-    summary = {}
-    for sched in schedules:
-        rows = [e['scores'][sched.name] for e in images]
-        summary[sched.name] = dict(
-            r=sched.r, iters=sched.iters,
-            groups=_mean([r['groups'] for r in rows]),
-            token_accuracy=_mean([r['token_accuracy'] for r in rows]),
-            neighbour_agreement=_mean(
-                [r['neighbour_agreement'] for r in rows]),
-            image_accuracy=_mean([float(r['correct']) for r in rows]),
-            images_scored=sum(r['token_accuracy'] is not None for r in rows))
     report = dict(num_images=len(images), num_classes=len(class_names),
                   grid=grid, boxes=boxes_dir is not None,
                   protect_first=protect_first, split=split,
-                  schedules=[s.name for s in schedules], summary=summary,
-                  images=images)
-    picture, panels = None, []
-    if vis['images']:
-        cell = max(4, round(panel_size / grid))
-        picture, panels = compose_probe_grid(
-            vis['images'], vis['titles'], vis['correct'], vis['headers'],
-            vis['boxes'], grid, cell, vis['preds'])
+                  schedules=[s.name for s in schedules],
+                  summary=_summary(images, schedules), images=images)
+    return report, shown
+
+
+def probe_picture(shown: Sequence[ShownImage],
+                  schedules: Sequence[Schedule], grid: int,
+                  panel_size: int = 224) -> tuple:
+    """``(picture, panels)``: per shown image and schedule, its tokens
+    coloured right / wrong with class borders and the object boxes
+    (:func:`compose_probe_grid`); ``(None, [])`` for no image."""
+    if not shown:
+        return None, []
+    headers = [[(f'{s.name} ({r.groups} groups)',
+                 f'tok {_pct(r.token_accuracy)} nb '
+                 f'{_pct(r.neighbour_agreement)}')
+                for s, r in zip(schedules, item.results)] for item in shown]
+    return compose_probe_grid(
+        [item.image for item in shown], [item.title for item in shown],
+        [[(r.pred == item.label).numpy() for r in item.results]
+         for item in shown], headers, [item.boxes for item in shown], grid,
+        max(4, round(panel_size / grid)),
+        [[r.pred.numpy() for r in item.results] for item in shown])
+
+
+def run_probe(teacher: torch.nn.Module,
+              text: Tensor,
+              samples: Sequence[Sample],
+              class_names: Sequence[str],
+              schedules: Sequence[Schedule],
+              vis_num: int = 8,
+              panel_size: int = 224,
+              **kwargs) -> tuple:
+    """:func:`score_probe` (``kwargs``: its options), then
+    :func:`probe_picture` of the first ``vis_num`` images.
+
+    Returns:
+        ``(report, picture, panels)``: the report, the PIL picture (``None``
+        when ``vis_num`` is 0) and its panels.
+    """
+    report, shown = score_probe(teacher, text, samples, class_names,
+                                schedules, keep=vis_num, **kwargs)
+    picture, panels = probe_picture(shown, schedules, report['grid'],
+                                    panel_size)
     return report, picture, panels
 
 

@@ -6,15 +6,17 @@ the projected patch tokens live in CLIP's joint image-text space and can be
 compared with text embeddings by cosine similarity, exactly as CLIP
 classifies whole images zero-shot.
 """
-import os.path as osp
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmdtm.models.target_generators.clip_generator import create_open_clip
-from mmdtm.models.target_generators.frozen_teacher import looks_like_path
+from mmdtm.checkpoint.compare import compare_state_dict
+from mmdtm.models.target_generators.clip_generator import (
+    CLIPTargetGenerator, check_open_clip_name, create_open_clip)
+from mmdtm.models.target_generators.frozen_teacher import (looks_like_path,
+                                                           read_weights)
 
 # CLIP's single default prompt; ``OPENAI_TEMPLATES`` selects open_clip's
 # 80-template ImageNet ensemble instead.
@@ -61,14 +63,12 @@ def load_text_model(model_name: str,
 
     Raises:
         NoTextTowerError: the model has no ``encode_text``, or the weights
-            file holds no (or an incomplete) text tower, e.g. a
-            visual-tower-only file.
+            file holds no text tower, e.g. a visual-tower-only file.
+        CheckpointMismatchError: the file's text tower does not fit the
+            model (missing or mis-shaped keys).
     """
-    import open_clip
     kwargs = dict(model_kwargs or {})
-    if model_name not in open_clip.list_models():
-        raise ValueError(f'model_name={model_name!r} is not an open_clip '
-                         f'model; see open_clip.list_models()')
+    check_open_clip_name(model_name)
     model = create_open_clip(model_name, pretrained, cache_dir, **kwargs)
     if not callable(getattr(model, 'encode_text', None)):
         raise NoTextTowerError(f'open_clip model {model_name!r} has no text '
@@ -80,34 +80,27 @@ def load_text_model(model_name: str,
 
 
 def _load_text_weights(model: nn.Module, path: str) -> None:
+    """Load the text tower of a full open_clip checkpoint, compared key by
+    key with the model's (:func:`~mmdtm.checkpoint.compare_state_dict`);
+    the image tower's keys are left unused."""
     import open_clip
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'CLIP weights not found: {path!r} is not a '
-                                f'file')
-    try:
-        state = open_clip.factory.load_state_dict(path)
-    except Exception as err:
-        raise RuntimeError(
-            f'CLIP weights {path!r} are not a readable checkpoint '
-            f'({type(err).__name__}: {err})') from err
-    text_keys = [k for k in model.state_dict() if not k.startswith('visual.')]
-    missing = [k for k in text_keys if k not in state]
-    if len(missing) == len(text_keys):
+    state = read_weights(path, open_clip.factory.load_state_dict,
+                         'CLIP text tower', 'Give a full open_clip '
+                         'checkpoint (image and text towers).')
+    text_model = {k: v for k, v in model.state_dict().items()
+                  if not k.startswith('visual.')}
+    if not any(k in state for k in text_model):
         raise NoTextTowerError(
             f'{path!r} holds no text tower (none of its {len(state)} keys '
-            f'belongs to it, e.g. {missing[:3]}); a visual-tower-only file '
-            f'can be a DTM teacher but cannot classify zero-shot: give a '
-            f'full open_clip checkpoint')
-    if missing:
-        raise NoTextTowerError(
-            f'{path!r}: the text tower is incomplete, {len(missing)} keys '
-            f'missing, e.g. {missing[:5]}')
-    text_state = {k: state[k] for k in text_keys}
-    try:
-        model.load_state_dict(text_state, strict=False)
-    except RuntimeError as err:
-        raise RuntimeError(f'the text tower in {path!r} does not fit '
-                           f'{type(model).__name__}: {err}') from err
+            f'belongs to it, e.g. {sorted(text_model)[:3]}); a '
+            f'visual-tower-only file can be a DTM teacher but cannot '
+            f'classify zero-shot: give a full open_clip checkpoint')
+    report = compare_state_dict(text_model, state,
+                                allow_unexpected=[r'visual\.'])
+    if not report.ok:
+        raise report.error(f'the text tower in {path!r} does not fit open_clip '
+                           f'{type(model).__name__}:\n{report.summary(path)}')
+    model.load_state_dict({k: state[k] for k in text_model}, strict=False)
 
 
 @torch.no_grad()
@@ -137,6 +130,46 @@ def text_embeddings(model: nn.Module,
         out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
     emb = torch.cat(out).view(len(class_names), len(templates), -1)
     return F.normalize(emb.mean(dim=1), dim=-1).cpu()
+
+
+def zero_shot_teacher(model_name: str,
+                      pretrained: Optional[str],
+                      class_names: Sequence[str],
+                      templates: str = 'default',
+                      model_kwargs: Optional[dict] = None,
+                      cache_dir: Optional[str] = None,
+                      input_norm: str = 'imagenet',
+                      device: str = 'cpu') -> Tuple[nn.Module, Tensor]:
+    """The two sides of the zero-shot probe from one open_clip model: the
+    DTM teacher (:class:`CLIPTargetGenerator`, projected, float32) and the
+    (C, D) class embeddings of ``class_names`` under ``templates``
+    (:func:`prompt_templates`). The text side is built first: it fails
+    fast on weights without a text tower.
+
+    Raises:
+        ValueError: the image tower has no projection into the joint
+            space (its tokens cannot be classified zero-shot).
+    """
+    import open_clip
+    kwargs = dict(model_kwargs or {})
+    text_model = load_text_model(model_name, pretrained, kwargs,
+                                 cache_dir).to(device)
+    tokenizer = open_clip.get_tokenizer(
+        model_name,
+        context_length=getattr(text_model, 'context_length', None))
+    text = text_embeddings(text_model, tokenizer, class_names,
+                           prompt_templates(templates))
+    del text_model
+    teacher = CLIPTargetGenerator(
+        model_name, pretrained=pretrained, cache_dir=cache_dir,
+        model_cfg=kwargs, projected=True, input_norm=input_norm,
+        autocast_dtype='fp32').to(device)
+    if not teacher.in_joint_space or teacher.out_dim != text.shape[1]:
+        raise ValueError(
+            f'{model_name!r}: the image tower has no projection into the '
+            f'{text.shape[1]}-d joint space, so its tokens cannot be '
+            f'classified zero-shot')
+    return teacher, text
 
 
 def classify_tokens(tokens: Tensor, text: Tensor) -> Tensor:

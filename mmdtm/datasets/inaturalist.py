@@ -148,13 +148,9 @@ def convert_inaturalist(train_json: str, val_json: str, out_dir: str,
             are relative to another folder than the data root).
 
     Returns:
-        ``{'classes': C, 'train': N_train, 'val': N_val}``.
-
-    Examples:
-        >>> convert_inaturalist('data/inat2018/train2018.json',
-        ...                     'data/inat2018/val2018.json',
-        ...                     'data/inat2018/meta')  # doctest: +SKIP
-        {'classes': 8142, 'train': 437513, 'val': 24426}
+        ``{'classes': C, 'train': N_train, 'val': N_val}``; for
+        iNaturalist 2018 (``train2018.json``, ``val2018.json``):
+        ``{'classes': 8142, 'train': 437513, 'val': 24426}``.
     """
     train_data = load_inat_json(train_json)
     val_data = load_inat_json(val_json)

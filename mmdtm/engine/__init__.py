@@ -8,11 +8,13 @@ from .lean_optim import (LeanLayerDecayOptimWrapperConstructor,
 from .loops import ResumableIterBasedTrainLoop
 from .rng import get_rng_state, set_rng_state
 from .runner import IsolatedRunner, build_runner
+from .schedules import shorten_schedule
 
 __all__ = [
     'SafeCheckpointHook', 'BackboneLayerDecayOptimWrapperConstructor',
     'LeanLayerDecayOptimWrapperConstructor', 'LeanOptimWrapperConstructor',
     'merge_param_groups', 'NonFiniteLossHook', 'StrictLoadHook',
     'check_state_dict', 'ResumableIterBasedTrainLoop', 'get_rng_state',
-    'set_rng_state', 'IsolatedRunner', 'build_runner', 'CheckpointSaveError'
+    'set_rng_state', 'IsolatedRunner', 'build_runner', 'CheckpointSaveError',
+    'shorten_schedule'
 ]

@@ -6,19 +6,22 @@ across training steps, and on CUDA (``mode='reduce-overhead'``) one CUDA
 graph replay instead of a thousand small kernel launches. Where compiling
 fails (no C++ compiler for the CPU backend, no Triton for CUDA, an
 unsupported platform) the same static op runs eagerly, after one warning.
+Only compiling may fail that way: once a compiled call has succeeded on a
+device type, every later error (out of memory, a shape bug) propagates.
 """
 import warnings
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Set, Union
 
 import torch
 from torch import Tensor
 
-from .partition import (_round_reductions, group_mean, partition_plan,
-                        random_split_perms, static_partition)
+from .partition import (_round_reductions, check_split, group_mean,
+                        partition_plan, random_split_perms, static_partition)
 
 BACKEND = 'inductor'  # torch.compile backend; tests may pick 'eager'
 _COMPILED: Dict[tuple, Callable] = {}
-_FAILED: Dict[str, str] = {}
+_FAILED: Dict[str, str] = {}  # device type -> why compiling failed there
+_WORKS: Set[str] = set()  # device types where a compiled call succeeded
 
 
 def compile_mode(device: torch.device) -> Optional[str]:
@@ -58,6 +61,7 @@ def _plan(metric: Tensor, r, iters: int, max_rounds: int,
     if metric.dim() != 3:
         raise ValueError(f'metric must be (B, N, C), got '
                          f'{tuple(metric.shape)}')
+    check_split(split)
     rounds = _round_reductions(r, iters)
     if not any(rounds):
         return None
@@ -71,21 +75,42 @@ def _plan(metric: Tensor, r, iters: int, max_rounds: int,
 
 
 def _run(fn: Callable, device: torch.device, *args):
-    """``fn(*args)`` compiled, else (after one warning) eager."""
-    if device.type not in _FAILED:
-        try:
-            out = _compiled(fn, compile_mode(device))(*args)
-            if device.type == 'cuda':
-                # a CUDA graph's outputs are overwritten by its next replay
-                out = (tuple(o.clone() for o in out)
-                       if isinstance(out, tuple) else out.clone())
-            return out
-        except Exception as err:  # noqa: BLE001  (any backend failure)
-            _FAILED[device.type] = f'{type(err).__name__}: {err}'
-            warnings.warn(f'torch.compile of the morphing op failed on '
-                          f'{device.type} ({_FAILED[device.type][:300]}); '
-                          f'running it eagerly from now on')
-    return fn(*args)
+    """``fn(*args)`` compiled.
+
+    Until a compiled call has succeeded on ``device``'s type, a compiled
+    call that fails where the eager ``fn`` does not is the compiler's
+    failure: one warning, then ``fn`` runs eagerly on that device type from
+    now on. An error the eager ``fn`` raises too, an out-of-memory error,
+    and any error after the first success propagate.
+    """
+    kind = device.type
+    if kind in _FAILED:
+        return fn(*args)
+    compiled = _compiled(fn, compile_mode(device))
+    if kind in _WORKS:
+        return _own_outputs(compiled(*args), device)
+    try:
+        out = compiled(*args)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001  (any backend failure)
+        out = fn(*args)  # the op's own error, if it has one, propagates
+        _FAILED[kind] = f'{type(err).__name__}: {err}'
+        warnings.warn(f'torch.compile of the morphing op failed on {kind} '
+                      f'({_FAILED[kind][:300]}); running it eagerly from '
+                      f'now on')
+        return out
+    _WORKS.add(kind)
+    return _own_outputs(out, device)
+
+
+def _own_outputs(out, device: torch.device):
+    """A compiled call's outputs, cloned on CUDA, where a CUDA graph's
+    outputs are overwritten by its next replay."""
+    if device.type != 'cuda':
+        return out
+    return (tuple(o.clone() for o in out) if isinstance(out, tuple) else
+            out.clone())
 
 
 def compiled_partition(metric: Tensor,
@@ -150,6 +175,7 @@ def compiled_morph(pred: Tensor,
 
 
 def reset() -> None:
-    """Forget compiled functions and failures (tests)."""
+    """Forget compiled functions, failures and successes (tests)."""
     _COMPILED.clear()
     _FAILED.clear()
+    _WORKS.clear()

@@ -51,22 +51,34 @@ def _round_reductions(r: Union[int, Sequence[int]], iters: int) -> list:
     return rounds
 
 
-def _random_order(order: Tensor, protect_first: bool,
-                  generator: Optional[torch.Generator]) -> Tensor:
-    """Shuffle the current order (B, t) per image.
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`SPLITS`; else a ValueError naming
+    the field (so that a typo never runs ``'alternate'``)."""
+    if split not in SPLITS:
+        raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+    return split
 
-    With ``protect_first`` position 0 stays first. The keys are drawn on the
-    generator's device (CPU unless a CUDA generator is given), so a CPU
-    generator gives the same draw whatever device the tokens are on.
+
+def split_shuffle(batch: int, t: int, protect_first: bool,
+                  generator: Optional[torch.Generator],
+                  device: torch.device) -> Tensor:
+    """(B, t) int64: one round's shuffle of the t current positions for
+    ``split='random'``, per image; position 0 stays first with
+    ``protect_first``. The only draw of the random split: the eager op
+    (:func:`bipartite_partition`) and the static one
+    (:func:`random_split_perms`) both call it, so they agree bit for bit.
+
+    The keys (t - protected per image) are drawn on the generator's device
+    (CPU unless a CUDA generator is given), so a CPU generator gives the
+    same draw whatever ``device`` the tokens are on.
     """
-    batch, t = order.shape
-    gen_device = generator.device if generator is not None else order.device
+    gen_device = generator.device if generator is not None else device
     start = 1 if protect_first else 0
     keys = torch.rand(batch, t - start, generator=generator, device=gen_device)
-    perm = keys.argsort(dim=-1).to(order.device) + start
+    perm = keys.argsort(dim=-1).to(device) + start
     if protect_first:
         perm = torch.cat([perm.new_zeros(batch, 1), perm], dim=1)
-    return order.gather(1, perm)
+    return perm
 
 
 def _pick_merges(scores: Tensor, slot_a: Tensor, slot_b: Tensor, r: int,
@@ -280,8 +292,7 @@ def bipartite_partition(metric: Tensor,
     """
     if metric.dim() != 3:
         raise ValueError(f'metric must be (B, N, C), got {tuple(metric.shape)}')
-    if split not in SPLITS:
-        raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+    check_split(split)
     if method not in METHODS:
         raise ValueError(f'method must be one of {METHODS}, got {method!r}')
     rounds = _round_reductions(r, iters)
@@ -310,7 +321,8 @@ def bipartite_partition(metric: Tensor,
         order, slot_of_token = arange_n, arange_n
         for i, r_i in enumerate(capped):
             if split == 'random':
-                order = _random_order(order, protect_first, generator)
+                order = order.gather(1, split_shuffle(
+                    batch, order.shape[1], protect_first, generator, device))
             # nothing merged or shuffled yet: A / B are the even / odd slots
             in_slot_order = split == 'alternate' and i <= merging[0]
             update = i != merging[-1]
@@ -363,19 +375,15 @@ def random_split_perms(plan: Sequence[Tuple[int, int]], iters: int,
                        device: torch.device) -> Tensor:
     """(K, B, N) int64: the per-round shuffles of ``split='random'``.
 
-    Round i < ``iters`` draws exactly what :func:`bipartite_partition` draws
-    (keys for its t_i - protected current groups, from ``generator``) and
-    shuffles the first t_i positions with them; the other positions, and
-    the padding rounds, stay in place.
+    Round i < ``iters`` shuffles the first t_i positions with the draw
+    :func:`bipartite_partition` makes there (:func:`split_shuffle`); the
+    other positions, and the padding rounds, stay in place.
     """
     n = plan[0][1]
-    start = 1 if protect_first else 0
     perms = torch.arange(n, device=device).repeat(len(plan), batch, 1)
-    gen_device = generator.device if generator is not None else device
     for i, (_, t) in enumerate(plan[:iters]):
-        keys = torch.rand(batch, t - start, generator=generator,
-                          device=gen_device)
-        perms[i, :, start:t] = keys.argsort(dim=-1).to(device) + start
+        perms[i, :, :t] = split_shuffle(batch, t, protect_first, generator,
+                                        device)
     return perms
 
 

@@ -75,6 +75,7 @@ def test_bench_morphing_tiny_end_to_end(bench_morphing, tmp_path):
             assert float(result[f'speedup_B{b}_k{k}']) > 0
             assert f'mem_frac_B{b}_k{k}' in result
             assert float(result[f'rounds_speedup_B{b}_k{k}']) > 0
+            assert float(result[f'gram_speedup_B{b}_k{k}']) > 0
     # k >= 7 rounds at the largest batch: none here
     assert result['goal_speedup'] == 'n/a'
     assert result['compiled_recompiles'] == '0'
@@ -98,6 +99,7 @@ def test_bench_morphing_tiny_end_to_end(bench_morphing, tmp_path):
         assert r['max_abs_diff'] <= 1e-4
         assert len(r['times_s']['ours']) == 2 == len(r['times_s']['dense'])
         assert len(r['times_s']['compiled']) == 2 == len(r['times_s']['rounds'])
+        assert len(r['times_s']['gram']) == 2
         assert r['speedup'] == pytest.approx(r['dense_ms'] / r['ours_ms'])
 
 

@@ -174,10 +174,10 @@ def test_cosine_distance_by_hand():
         DTMLoss(distance='cos')
 
 
-def test_clip_generator_tokens_attention():
+def test_clip_tokens_attention_generator():
     """The tuple format: class token + patch targets, last-block attention."""
-    gen = MODELS.build(dict(type='CLIPTargetGenerator', **TINY_TEACHER,
-                            output_format='tokens_attention'))
+    gen = MODELS.build(dict(type='CLIPTokensAttentionGenerator',
+                            **TINY_TEACHER))
     plain = MODELS.build(dict(type='CLIPTargetGenerator', **TINY_TEACHER))
     x = torch.randn(2, 3, IMG, IMG)
     tokens, attn = gen(x)
@@ -205,6 +205,19 @@ def test_clip_generator_tokens_attention():
     with pytest.raises(ValueError, match='output_format'):
         MODELS.build(dict(type='CLIPTargetGenerator', **TINY_TEACHER,
                           output_format='tuple'))
+
+
+def test_old_tokens_attention_spelling_names_the_new_type():
+    """A config from before CLIPTokensAttentionGenerator existed fails at
+    build time, before any teacher is built, naming the type to use; the
+    old default spelling still builds the patch-target teacher."""
+    with pytest.raises(ValueError, match="(?s)type of its own.*type="
+                       "'CLIPTokensAttentionGenerator'"):
+        MODELS.build(dict(type='CLIPTargetGenerator', **TINY_TEACHER,
+                          output_format='tokens_attention'))
+    gen = MODELS.build(dict(type='CLIPTargetGenerator', **TINY_TEACHER,
+                            output_format='patch_tokens'))
+    assert gen(torch.randn(2, 3, IMG, IMG)).shape == (2, N, 32)
 
 
 # ------------------------------------------------------ training per variant

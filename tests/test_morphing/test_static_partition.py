@@ -2,6 +2,7 @@
 against today's eager op, and its compiled path: one graph for every
 schedule draw, under autocast too, and the eager fallback."""
 import random
+import warnings
 
 import pytest
 import torch
@@ -163,3 +164,71 @@ def test_falls_back_to_eager(dynamo_clean):
     # no second warning; still right
     out = compiled_partition(metric, [4], 1, 3)
     assert torch.equal(out, bipartite_partition(metric, 4, 1))
+
+
+def _works_once_then(error):
+    """A ``_compiled`` whose first call runs the real op and whose later
+    calls raise ``error`` (an error at step 10,000)."""
+    calls = []
+
+    def compiled(fn, mode):
+        def run(*args):
+            calls.append(fn.__name__)
+            if len(calls) > 1:
+                raise error
+            return fn(*args)
+        return run
+    return compiled
+
+
+@pytest.mark.parametrize('error', [RuntimeError('shape bug at step 10000'),
+                                   torch.cuda.OutOfMemoryError('no memory')])
+def test_errors_after_a_compiled_success_propagate(dynamo_clean, error):
+    dynamo_clean.setattr(compiled_mod, '_compiled', _works_once_then(error))
+    metric = torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(2))
+    out = compiled_partition(metric, [3, 3], 2, 3)
+    assert torch.equal(out, bipartite_partition(metric, 3, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no fallback warning either
+        with pytest.raises(type(error), match=str(error)):
+            compiled_morph(metric, metric, [3, 3], 2, 3)
+    assert not compiled_mod._FAILED
+
+
+def test_first_call_errors_of_the_op_itself_propagate(dynamo_clean):
+    """A failing first compiled call falls back only where the eager op
+    runs: the op's own error, and an out-of-memory error, propagate."""
+    def broken(fn, mode):
+        def run(*args):
+            raise RuntimeError('compiled: failed')
+        return run
+
+    def shape_bug(*args):
+        raise IndexError('eager: index out of range')
+
+    dynamo_clean.setattr(compiled_mod, '_compiled', broken)
+    dynamo_clean.setattr(compiled_mod, 'static_partition', shape_bug)
+    metric = torch.randn(2, 20, 4, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(IndexError, match='eager: index out of range'):
+        compiled_partition(metric, [3, 3], 2, 3)
+    assert not compiled_mod._FAILED
+
+    def out_of_memory(fn, mode):
+        def run(*args):
+            raise torch.cuda.OutOfMemoryError('no memory')
+        return run
+
+    dynamo_clean.setattr(compiled_mod, '_compiled', out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        compiled_morph(metric, metric, [3, 3], 2, 3)
+    assert not compiled_mod._FAILED
+
+
+@pytest.mark.parametrize('op', [compiled_partition, compiled_morph])
+def test_compiled_ops_check_split(op):
+    metric = torch.randn(2, 20, 4)
+    args = (metric, ) if op is compiled_partition else (metric, metric)
+    with pytest.raises(ValueError, match="split must be one of .*'randon'"):
+        op(*args, [3, 3], 2, 3, split='randon')
+    with pytest.raises(ValueError, match="split must be one of .*'randon'"):
+        bipartite_partition(metric, 3, 2, split='randon')

@@ -225,3 +225,33 @@ def test_errors_name_the_problem(tmp_path, clip_files):
                        r' covered by .*names\.txt \(3 names'):
         tool.main([osp.join(PHOTOS, 'imagenet_labels.txt'),
                    *_args(full, tmp_path / 'o3', '--class-names', names)])
+
+
+def test_scoring_and_picture_apart(tmp_path, clip_files):
+    """score_probe scores without drawing; probe_picture draws what it
+    kept; together they are run_probe."""
+    from mmdtm.analysis import probe_picture, run_probe, score_probe
+    from mmdtm.analysis.probe_data import read_samples
+    from mmdtm.models.target_generators import CLIPTargetGenerator
+    from mmdtm.visualization.morph_vis import parse_schedule
+    lst, _, box_dir = _inputs(tmp_path)
+    samples = read_samples(lst, NAMES, PHOTOS, 'NAMES')
+    teacher = CLIPTargetGenerator('ViT-B-16', pretrained=clip_files[0],
+                                  model_cfg=TEXT_CLIP)
+    text = F.normalize(torch.randn(3, 32), dim=-1)
+    schedules = [parse_schedule(s) for s in ('identity', '4x2')]
+    kwargs = dict(boxes_dir=box_dir, progress=False)
+    report, shown = score_probe(teacher, text, samples, NAMES, schedules,
+                                keep=0, **kwargs)
+    assert shown == [] and probe_picture(shown, schedules, 4) == (None, [])
+    assert report['num_images'] == len(PHOTO_LABELS)
+    kept, shown = score_probe(teacher, text, samples, NAMES, schedules,
+                              keep=2, **kwargs)
+    assert kept == report and [s.label for s in shown] == [0, 1]
+    picture, panels = probe_picture(shown, schedules, 4, panel_size=64)
+    whole, whole_picture, whole_panels = run_probe(
+        teacher, text, samples, NAMES, schedules, vis_num=2, panel_size=64,
+        **kwargs)
+    assert whole == report and whole_picture.size == picture.size
+    assert np.array_equal(np.asarray(whole_picture), np.asarray(picture))
+    assert len(panels) == len(whole_panels) == 2 * len(schedules)

@@ -75,15 +75,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    import open_clip
-
     import mmdtm  # noqa: F401  (registers CLIPTargetGenerator)
     from mmdtm.analysis import format_table, run_probe
     from mmdtm.analysis.probe_data import read_class_names, read_samples
     from mmdtm.analysis.zero_shot import (imagenet_class_names,
-                                          load_text_model, prompt_templates,
-                                          text_embeddings)
-    from mmdtm.models.target_generators import CLIPTargetGenerator
+                                          zero_shot_teacher)
     from mmdtm.visualization.morph_vis import default_schedules, parse_schedule
 
     pretrained = None if args.pretrained.lower() == 'none' \
@@ -100,25 +96,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise FileNotFoundError(f'--boxes: no such folder: {args.boxes}')
     schedules = ([parse_schedule(s) for s in args.schedules]
                  if args.schedules else None)
-
-    # text side first: it fails fast on weights without a text tower
-    text_model = load_text_model(args.model_name, pretrained, kwargs,
-                                 args.cache_dir).to(args.device)
-    tokenizer = open_clip.get_tokenizer(
-        args.model_name,
-        context_length=getattr(text_model, 'context_length', None))
-    text = text_embeddings(text_model, tokenizer, names,
-                           prompt_templates(args.templates))
-    del text_model
-    teacher = CLIPTargetGenerator(
-        args.model_name, pretrained=pretrained, cache_dir=args.cache_dir,
-        model_cfg=kwargs, projected=True, input_norm=args.input_norm,
-        autocast_dtype='fp32').to(args.device)
-    if not teacher.in_joint_space or teacher.out_dim != text.shape[1]:
-        raise ValueError(
-            f'{args.model_name!r}: the image tower has no projection into '
-            f'the {text.shape[1]}-d joint space, so its tokens cannot be '
-            f'classified zero-shot')
+    teacher, text = zero_shot_teacher(
+        args.model_name, pretrained, names, args.templates, kwargs,
+        args.cache_dir, args.input_norm, args.device)
     schedules = schedules or default_schedules(teacher.num_patches)
 
     report, picture, _ = run_probe(

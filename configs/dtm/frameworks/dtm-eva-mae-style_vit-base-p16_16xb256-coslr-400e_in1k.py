@@ -41,12 +41,13 @@ model = dict(
             reduction='all_tokens')),
     target_generator=dict(
         _delete_=True,
-        type='CLIPTargetGenerator',
+        # the tuple (tokens with class token, last-block attention) that
+        # MMPretrain's CLIPGenerator returns and its EVA / MILAN unpack
+        type='CLIPTokensAttentionGenerator',
         # QuickGELU, as OpenAI's CLIP was trained (and as MMPretrain's own
         # CLIPGenerator builds it); plain 'ViT-B-16' is nn.GELU
         model_name='ViT-B-16-quickgelu',
         # an open_clip tag (downloaded when online) or a local weights file
-        pretrained='openai',
-        output_format='tokens_attention'))
+        pretrained='openai'))
 
 find_unused_parameters = False

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from mmdtm.morphing import (MorphLevel, bipartite_partition, check_levels,
                             compiled_morph, group_mean, group_sizes,
                             realised_groups, sample_schedule, step_generator)
-from mmdtm.morphing.partition import METHODS, SPLITS
+from mmdtm.morphing.partition import METHODS, check_split
 from mmdtm.registry import MODELS
 
 DISTANCES = ('smooth_l1', 'l1', 'l2', 'cosine', 'cosine_distance')
@@ -128,8 +128,7 @@ class DTMLoss(nn.Module):
         if num_levels is not None and num_levels != len(max_merge):
             raise ValueError(f'num_levels={num_levels} but max_merge and '
                              f'max_iters list {len(max_merge)} levels')
-        if split not in SPLITS:
-            raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+        check_split(split)
         if distance not in DISTANCES:
             raise ValueError(
                 f'distance must be one of {DISTANCES}, got {distance!r}')

@@ -2,7 +2,6 @@
 import copy
 from typing import Optional, Sequence, Tuple
 
-from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from mmdtm.registry import MODELS
@@ -10,22 +9,28 @@ from mmdtm.registry import MODELS
 from .frozen_teacher import AUTOCAST_DTYPES, CLIP_MEAN, CLIP_STD  # noqa: F401
 from .frozen_teacher import INPUT_NORMS  # noqa: F401
 from .frozen_teacher import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher,
-                             check_tag_agrees, grid_str, looks_like_path,
-                             read_weights)
-from .timm_generator import (refuse_non_vit, timm_patch_tokens,
-                             trunk_input_size, trunk_patch_size)
-
-OUTPUT_FORMATS = ('patch_tokens', 'tokens_attention')
+                             check_tag_agrees, explain_download,
+                             looks_like_path)
+from .vit_trunk import (refuse_non_vit, timm_patch_tokens, trunk_input_size,
+                        trunk_patch_size)
 
 HOW_TO_GET = ('Get the weights on a machine that is online, e.g. '
               "`open_clip.create_model('ViT-B-16-quickgelu', "
               "pretrained='openai', cache_dir='DIR')`, copy the downloaded "
               "file (DIR/.../open_clip_pytorch_model.bin or "
               "open_clip_model.safetensors) here and set "
-              "`pretrained='/path/to/that/file'` (model_name={model!r} now). "
+              "`pretrained='/path/to/that/file'` (model_name={name!r} now). "
               "OpenAI's CLIP weights were trained with QuickGELU: use them "
               "with a '-quickgelu' model name (e.g. 'ViT-B-16-quickgelu'); a "
               "weights file does not record the activation.")
+
+
+def check_open_clip_name(model_name: str) -> None:
+    """Raise naming ``model_name`` when open_clip has no such model."""
+    import open_clip
+    if model_name not in open_clip.list_models():
+        raise ValueError(f'model_name={model_name!r} is not an open_clip '
+                         f'model; see open_clip.list_models()')
 
 
 def create_open_clip(model_name: str, pretrained: Optional[str],
@@ -37,43 +42,12 @@ def create_open_clip(model_name: str, pretrained: Optional[str],
     import open_clip
     if pretrained is None or looks_like_path(pretrained):
         return open_clip.create_model(model_name, pretrained=None, **kwargs)
-    try:
+    with explain_download(f'CLIP weights pretrained={pretrained!r} for '
+                          f'{model_name!r}',
+                          HOW_TO_GET.format(name=model_name)):
         return open_clip.create_model(
             model_name, pretrained=pretrained, cache_dir=cache_dir,
             require_pretrained=True, **kwargs)
-    except Exception as err:
-        raise RuntimeError(
-            f'could not obtain CLIP weights pretrained={pretrained!r} for '
-            f'{model_name!r} ({type(err).__name__}: {err}). Offline? ' +
-            HOW_TO_GET.format(model=model_name)) from err
-
-
-def _load_visual_weights(model: nn.Module, path: str, model_name: str) -> None:
-    """Load a full open_clip checkpoint, or a visual-only one, strictly."""
-    import open_clip
-    try:
-        open_clip.load_checkpoint(model, path, strict=True)
-        return
-    except Exception as full_err:  # maybe a visual-tower-only file
-        state = read_weights(path, open_clip.factory.load_state_dict,
-                             'CLIP teacher',
-                             HOW_TO_GET.format(model=model_name))
-        visual = {k[len('visual.'):]: v for k, v in state.items()
-                  if k.startswith('visual.')} or state
-        try:
-            result = model.visual.load_state_dict(visual, strict=False)
-            problem = (f'missing keys {result.missing_keys}, unexpected keys '
-                       f'{result.unexpected_keys}'
-                       if result.missing_keys or result.unexpected_keys else
-                       None)
-        except RuntimeError as err:  # shape mismatches
-            problem = str(err)
-        if problem:
-            raise RuntimeError(
-                f'CLIP teacher weights {path!r} do not fit open_clip model '
-                f'{model_name!r} (as a full CLIP checkpoint: {full_err}; as '
-                f'a visual tower: {problem})') from full_err
-
 
 
 def _tower_kind(visual: nn.Module, model_name: str) -> str:
@@ -116,7 +90,8 @@ def _timm_tower_projection(visual: nn.Module) -> Tuple[list, int]:
 
 
 @MODELS.register_module()
-class CLIPTargetGenerator(FrozenTeacher):
+class CLIPTargetGenerator(FrozenTeacher, library='open_clip',
+                          how_to_get=HOW_TO_GET):
     """Frozen open_clip image tower giving the per-patch targets (B, N, D).
 
     Any open_clip ViT tower, native or timm-based. The target is the last
@@ -159,28 +134,23 @@ class CLIPTargetGenerator(FrozenTeacher):
         input_norm: ``'imagenet'`` (reference: the student's normalised view
             as is), ``'clip'`` (OpenAI CLIP's mean/std) or ``'teacher'`` (the
             pretrained tag's own, e.g. 0.5/0.5 for SigLIP).
-        output_format: ``'patch_tokens'`` (default): the (B, N, D) patch
-            targets. ``'tokens_attention'``: the tuple that MMPretrain's own
-            ``CLIPGenerator`` returns and that its ``EVA`` and ``MILAN``
-            algorithms unpack, so that this teacher drops into their configs
-            without a new algorithm class: ((B, 1 + N, D) tokens with the
-            class token first, (B, 1 + N, 1 + N) last-block attention
-            averaged over heads). EVA drops the class token itself; MILAN
-            masks by the class token's attention row. Needs a tower whose
-            ``ln_post`` sees every token and whose last block uses
-            ``nn.MultiheadAttention`` (every plain open_clip ViT).
+        output_format: ``'patch_tokens'``, the only format (kept so that
+            configs of the time when ``'tokens_attention'`` was a format of
+            this class fail at build time naming its own type now,
+            :class:`CLIPTokensAttentionGenerator`).
 
     A pretrained tag is checked against the model before any download: an
     activation (QuickGELU vs GELU), image size or mean/std that disagrees
     with the tag's configuration raises, naming both settings.
 
     Examples:
+        >>> import torch
+        >>> from mmengine.logging import MMLogger
+        >>> # a random teacher logs a warning; keep it out of this example
+        >>> _ = MMLogger.get_instance('clip-example', log_level='ERROR')
         >>> gen = CLIPTargetGenerator('ViT-B-16-quickgelu', pretrained=None)
         >>> gen(torch.randn(2, 3, 224, 224)).shape
         torch.Size([2, 196, 512])
-        >>> gen = CLIPTargetGenerator('ViT-B-16-SigLIP2', pretrained=None)
-        >>> gen(torch.randn(2, 3, 224, 224)).shape
-        torch.Size([2, 196, 768])
     """
 
     def __init__(self,
@@ -198,42 +168,32 @@ class CLIPTargetGenerator(FrozenTeacher):
                  output_format: str = 'patch_tokens',
                  init_cfg: Optional[dict] = None,
                  **kwargs) -> None:
-        super().__init__(input_norm=input_norm, data_mean=data_mean,
-                         data_std=data_std, autocast_dtype=autocast_dtype,
+        if output_format == 'tokens_attention':
+            raise ValueError(
+                "output_format='tokens_attention' is a type of its own now: "
+                "use type='CLIPTokensAttentionGenerator' with the same "
+                'arguments, without output_format')
+        if output_format != 'patch_tokens':
+            raise ValueError(f"output_format must be 'patch_tokens' (the "
+                             f"tuple format: type='CLIPTokensAttention"
+                             f"Generator'), got {output_format!r}")
+        super().__init__(model_name, pretrained, input_norm=input_norm,
+                         data_mean=data_mean, data_std=data_std,
+                         autocast_dtype=autocast_dtype,
                          inference_mode=inference_mode,
                          random_init_seed=random_init_seed,
                          init_cfg=init_cfg, **kwargs)
-        if output_format not in OUTPUT_FORMATS:
-            raise ValueError(f'output_format must be one of {OUTPUT_FORMATS},'
-                             f' got {output_format!r}')
-        if output_format == 'tokens_attention' and self.grid_match:
-            raise ValueError("output_format='tokens_attention' works on the "
-                             'teacher grid as is; unset grid_match')
-        import open_clip
-        if model_name not in open_clip.list_models():
-            raise ValueError(f'model_name={model_name!r} is not an open_clip '
-                             f'model; see open_clip.list_models()')
-        self.model_name, self.pretrained = model_name, pretrained
-        self.projected, self.output_format = projected, output_format
+        self.projected, self.cache_dir = projected, cache_dir
         self.model_cfg = dict(model_cfg or {})
-        self.tag = (pretrained if pretrained is not None
-                    and not looks_like_path(pretrained) else None)
-        self.tag_cfg = self._check_tag() if self.tag else None
-
-        def build() -> nn.Module:
-            visual = self._build_visual(model_name, pretrained, cache_dir,
-                                        self.model_cfg)
-            self.kind = _tower_kind(visual, model_name)
-            return visual
-
-        self._freeze(build)
+        self._build_teacher()
         if self.kind == 'native':
             self.teacher.output_tokens = True
             self._maps, self._dim = [], None
         else:
             self._maps, self._dim = _timm_tower_projection(self.teacher)
-        if output_format == 'tokens_attention':
-            self._check_attention_tower(self.teacher, model_name)
+
+    def _check_model_name(self, model_name: str) -> None:
+        check_open_clip_name(model_name)
 
     def _check_tag(self) -> Optional[dict]:
         """Compare the tag's configuration with the model to be built;
@@ -270,35 +230,38 @@ class CLIPTargetGenerator(FrozenTeacher):
         self._check_tag_norm(source, (cfg['mean'], cfg['std']))
         return cfg
 
-    @staticmethod
-    def _build_visual(model_name: str, pretrained: Optional[str],
-                      cache_dir: Optional[str], model_cfg: dict) -> nn.Module:
-        if pretrained is None:
-            print_log(
-                f'CLIPTargetGenerator: the {model_name} teacher is RANDOMLY '
-                f'INITIALISED (pretrained=None); its targets carry no CLIP '
-                f'knowledge. Set pretrained to a tag or a weights file for '
-                f'real training.', logger='current', level=30)
-        model = create_open_clip(model_name, pretrained, cache_dir,
-                                 **model_cfg)
-        if pretrained is not None and looks_like_path(pretrained):
-            _load_visual_weights(model, pretrained, model_name)
-            print_log(f'CLIPTargetGenerator: loaded {model_name} weights '
-                      f'from {pretrained}', logger='current')
-        return model.visual
+    def _create(self) -> nn.Module:
+        return create_open_clip(self.model_name, self.pretrained,
+                                self.cache_dir, **self.model_cfg)
 
-    @staticmethod
-    def _check_attention_tower(visual: nn.Module, model_name: str) -> None:
-        blocks = getattr(getattr(visual, 'transformer', None), 'resblocks',
-                         None)
-        attn = getattr(blocks[-1], 'attn', None) if blocks else None
-        if (not isinstance(attn, nn.MultiheadAttention)
-                or getattr(visual, 'attn_pool', None) is not None
-                or getattr(visual, 'final_ln_after_pool', False)):
-            raise ValueError(
-                f"output_format='tokens_attention' needs a plain open_clip "
-                f'ViT (last block with nn.MultiheadAttention, ln_post on '
-                f'every token, no attention pooling); {model_name!r} is not')
+    def _read_state(self, model: nn.Module, path: str) -> dict:
+        """open_clip's reading (``state_dict`` / ``module.`` wrappers,
+        TorchScript, safetensors); big_vision ``.npz`` arrays (SigLIP) are
+        converted into ``model`` by open_clip and read back from it."""
+        import open_clip
+        if path.endswith(('.npz', '.npy')):
+            from open_clip.convert import load_big_vision_weights
+            load_big_vision_weights(model, path)
+            return model.state_dict()
+        return open_clip.factory.load_state_dict(path)
+
+    def _fit_state(self, model: nn.Module,
+                   state: dict) -> Tuple[nn.Module, dict, Sequence[str]]:
+        """The image tower's part of a full open_clip checkpoint (third-party
+        formats converted, the position embedding resized to the model's
+        grid by open_clip), or a visual-tower-only file as it is."""
+        from open_clip.convert import convert_state_dict
+        from open_clip.model import resize_pos_embed
+        state = convert_state_dict(model, state)
+        if any(k.startswith('visual.') for k in state):
+            resize_pos_embed(state, model)
+            state = {k[len('visual.'):]: v for k, v in state.items()
+                     if k.startswith('visual.')}
+        return model.visual, state, ()
+
+    def _tower(self, model: nn.Module) -> nn.Module:
+        self.kind = _tower_kind(model.visual, self.model_name)
+        return model.visual
 
     @property
     def patch_size(self) -> Tuple[int, int]:
@@ -370,45 +333,5 @@ class CLIPTargetGenerator(FrozenTeacher):
             tokens = tokens @ self.teacher.proj
         return tokens
 
-    def _tokens_attention(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """(B, 1 + N, D) tokens with the class token, (B, 1 + N, 1 + N)
-        last-block attention (mean over heads), float32."""
-        last = self.teacher.transformer.resblocks[-1]
-        seen = {}
-
-        def keep(name):
-            return lambda module, args, out: seen.__setitem__(name, out)
-
-        hooks = [last.ln_1.register_forward_hook(keep('attn_in')),
-                 self.teacher.ln_post.register_forward_hook(keep('post'))]
-        try:
-            self._targets(x)  # the patch-target pass; hooks keep the rest
-        finally:
-            for hook in hooks:
-                hook.remove()
-        tokens, attn_in = seen['post'], seen['attn_in']
-        if tokens.dim() != 3 or tokens.shape[1] != self.num_patches + 1:
-            raise ValueError(
-                f'ln_post of {self.model_name!r} saw shape '
-                f'{tuple(tokens.shape)}, not (B, 1 + {self.num_patches}, C); '
-                f"output_format='tokens_attention' cannot be used with it")
-        with self._autocast(x.device.type):
-            if self.projected and self.teacher.proj is not None:
-                tokens = tokens @ self.teacher.proj
-            # The attention the last block computed, now with its weights.
-            _, weights = last.attn(attn_in, attn_in, attn_in,
-                                   need_weights=True,
-                                   average_attn_weights=True)
-        return tokens.float(), weights.float()
-
-    def _output(self, x: Tensor):
-        if self.output_format == 'tokens_attention':
-            return self._tokens_attention(x)
-        return self._targets(x)
-
     def extra_repr(self) -> str:
-        return (f'model_name={self.model_name!r}, pretrained='
-                f'{self.pretrained!r}, projected={self.projected}, '
-                f'input_norm={self.input_norm!r}, out_dim={self.out_dim}, '
-                f'output_format={self.output_format!r}, '
-                f'grid={grid_str(self.grid)}')
+        return f'{super().extra_repr()}, projected={self.projected}'

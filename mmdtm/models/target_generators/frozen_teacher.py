@@ -4,18 +4,27 @@ The teacher is held outside the module tree, frozen, always in eval mode and
 run under no-grad or inference mode (optionally under autocast). The input
 is optionally renormalised from the student's view to the teacher's own
 statistics, and the teacher's patch grid is optionally matched to the
-student's. Subclasses build the teacher and extract its patch tokens.
+student's. The model name, the weights (random, a pretrained tag checked
+before any download, or a local file loaded through
+:func:`~mmdtm.checkpoint.compare_state_dict`) and the random-initialisation
+warning live here too. Subclasses say how their library builds, reads and
+converts a model, and extract its patch tokens.
 """
 import contextlib
+import logging
 import os
 import os.path as osp
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import (Callable, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from mmdtm.checkpoint.compare import (CheckpointMismatchError,
+                                      compare_state_dict)
 from mmdtm.upstream import ApplySeam
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -45,6 +54,27 @@ def read_weights(path: str, load: Callable[[str], dict], what: str,
         raise RuntimeError(
             f'{what} weights {path!r} are not a readable checkpoint '
             f'({type(err).__name__}: {err}). ' + how_to_get) from err
+
+
+@contextlib.contextmanager
+def explain_download(what: str, how_to_get: str) -> Iterator[None]:
+    """Turn any failure to obtain pretrained weights inside the block into
+    a ``RuntimeError`` that names ``what`` and says how to get them
+    offline."""
+    try:
+        yield
+    except Exception as err:
+        raise RuntimeError(
+            f'could not obtain {what} ({type(err).__name__}: {err}). '
+            f'Offline? ' + how_to_get) from err
+
+
+def random_init_warning(owner: str, model_name: str) -> str:
+    """The one message for a teacher without weights (``pretrained=None``),
+    logged by :class:`FrozenTeacher` and printed by ``tools/demo.py``."""
+    return (f'{owner}: the {model_name} teacher is RANDOMLY INITIALISED '
+            f'(pretrained=None); its targets carry no pretrained knowledge. '
+            f'Set pretrained to a tag or a weights file for real training.')
 
 
 def looks_like_path(pretrained: str) -> bool:
@@ -92,7 +122,18 @@ class FrozenTeacher(ApplySeam, BaseModule):
     inference mode, optionally under autocast. Its random weights (when no
     weights are loaded) come from a fixed seed, the global RNG untouched.
 
+    Building (:meth:`_build_teacher`, once, at the end of a subclass'
+    ``__init__``): a pretrained tag is checked against the model before
+    any download; ``pretrained=None`` logs :func:`random_init_warning`; a
+    weights file is read, converted and compared key by key with the model
+    (:meth:`_load_weights`: missing, unexpected or mis-shaped keys raise
+    :class:`~mmdtm.checkpoint.CheckpointMismatchError`).
+
     Args:
+        model_name: the architecture in the subclass' library (checked by
+            :meth:`_check_model_name`).
+        pretrained: ``None`` (random weights), a pretrained tag of the
+            library, or the path of a local weights file.
         input_norm: what the teacher sees. ``'imagenet'`` (reference): the
             student's normalised view as is. ``'clip'``: renormalised to
             OpenAI CLIP's mean/std. ``'teacher'``: renormalised to the
@@ -120,7 +161,24 @@ class FrozenTeacher(ApplySeam, BaseModule):
             ``grid_match``.
     """
 
+    library = 'teacher'  # the library the teacher comes from, in messages
+    how_to_get = ''  # how to get its weights offline; {name}: the model
+
+    def __init_subclass__(cls, library: Optional[str] = None,
+                          how_to_get: Optional[str] = None,
+                          **kwargs) -> None:
+        """``class T(FrozenTeacher, library='timm', how_to_get=...)``: the
+        library named in messages, and how to get its weights offline
+        (``{name}``: the model name)."""
+        super().__init_subclass__(**kwargs)
+        if library is not None:
+            cls.library = library
+        if how_to_get is not None:
+            cls.how_to_get = how_to_get
+
     def __init__(self,
+                 model_name: str,
+                 pretrained: Optional[str] = None,
                  input_norm: str = 'imagenet',
                  data_mean: Sequence[float] = IMAGENET_MEAN,
                  data_std: Sequence[float] = IMAGENET_STD,
@@ -151,6 +209,12 @@ class FrozenTeacher(ApplySeam, BaseModule):
         if (teacher_mean is None) != (teacher_std is None):
             raise ValueError('set both teacher_mean and teacher_std, or '
                              'neither')
+        self._check_model_name(model_name)
+        self.model_name, self.pretrained = model_name, pretrained
+        # a pretrained tag of the library, else None (no weights, or a file)
+        self.tag = (pretrained if pretrained is not None
+                    and not looks_like_path(pretrained) else None)
+        self.tag_cfg: Optional[dict] = None  # the tag's, by _build_teacher
         self.input_norm = input_norm
         self.autocast_dtype = AUTOCAST_DTYPES[autocast_dtype]
         self.inference_mode = inference_mode
@@ -162,6 +226,39 @@ class FrozenTeacher(ApplySeam, BaseModule):
                               (tuple(teacher_mean), tuple(teacher_std)))
 
     # -- to be provided by a subclass ----------------------------------
+    def _check_model_name(self, model_name: str) -> None:
+        """Raise naming ``model_name`` when the library has no such
+        model."""
+        raise NotImplementedError
+
+    def _check_tag(self) -> Optional[dict]:
+        """The configuration of pretrained tag ``self.tag``, compared with
+        the model to be built (raise naming both settings); no download."""
+        raise NotImplementedError
+
+    def _create(self) -> nn.Module:
+        """The library's model: random weights, or the tag's (downloaded
+        when online); a weights file is loaded afterwards."""
+        raise NotImplementedError
+
+    def _read_state(self, model: nn.Module, path: str) -> dict:
+        """The tensors of weights file ``path`` (any exception: not a
+        readable checkpoint)."""
+        raise NotImplementedError
+
+    def _fit_state(self, model: nn.Module,
+                   state: dict) -> Tuple[nn.Module, dict, Sequence[str]]:
+        """``(module, state, allow_unexpected)``: the module of ``model``
+        the file loads into, the file's tensors converted to its keys, and
+        the patterns of file keys it may leave unused (a classifier head).
+        """
+        return model, state, ()
+
+    def _tower(self, model: nn.Module) -> nn.Module:
+        """The teacher inside the library's model (raise for towers that
+        give no patch tokens)."""
+        return model
+
     @property
     def patch_size(self) -> Tuple[int, int]:
         """(ph, pw) of the teacher."""
@@ -180,9 +277,8 @@ class FrozenTeacher(ApplySeam, BaseModule):
     def _own_norm(self) -> Norm:
         """The teacher's own mean/std (0-1 scale) for ``'teacher'``: its
         pretrained tag's, else the one all tags of the model agree on."""
-        tag_cfg = getattr(self, 'tag_cfg', None)
-        if tag_cfg:
-            return tuple(tag_cfg['mean']), tuple(tag_cfg['std'])
+        if self.tag_cfg:
+            return tuple(self.tag_cfg['mean']), tuple(self.tag_cfg['std'])
         norms = self._tag_norms()
         norm = agreed_norm(norms) if norms else None
         if norm is None:
@@ -207,12 +303,22 @@ class FrozenTeacher(ApplySeam, BaseModule):
         raise NotImplementedError
 
     # -- shared machinery ------------------------------------------------
-    def _freeze(self, build: Callable[[], nn.Module]) -> None:
-        """Build the teacher from a fixed seed, match its grid, freeze it
-        and set the input renormalisation. Call once from ``__init__``."""
+    def _build_teacher(self) -> None:
+        """Check the tag (before any download), build the model from a
+        fixed seed, load a weights file, take its teacher, match the grid,
+        freeze it and set the input renormalisation. Call once, at the end
+        of a subclass' ``__init__``."""
+        self.tag_cfg = self._check_tag() if self.tag else None
+        if self.pretrained is None:
+            print_log(random_init_warning(type(self).__name__,
+                                          self.model_name),
+                      logger='current', level=logging.WARNING)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_init_seed)
-            teacher = build()
+            model = self._create()
+        if self.pretrained is not None and self.tag is None:
+            self._load_weights(model, self.pretrained)
+        teacher = self._tower(model)
         # Outside _modules on purpose: see the class docstring.
         self.__dict__['teacher'] = teacher
         if self.grid_match == 'resize_input':
@@ -221,6 +327,32 @@ class FrozenTeacher(ApplySeam, BaseModule):
         teacher.requires_grad_(False)
         teacher.eval()
         self._set_renorm()
+
+    def _load_weights(self, model: nn.Module, path: str) -> None:
+        """The one loader of a local weights file: read it
+        (:func:`read_weights`), convert it (:meth:`_fit_state`), compare it
+        key by key with the module it loads into, then load it. Missing,
+        unexpected or mis-shaped keys raise
+        :class:`~mmdtm.checkpoint.CheckpointMismatchError` naming the file,
+        the model and the keys."""
+        what = f'{self.library} teacher'
+        state = read_weights(path, lambda p: self._read_state(model, p),
+                             what, self.how_to_get.format(
+                                 name=self.model_name))
+        fits = f'{what} weights {path!r} do not fit {self.library} model ' \
+            f'{self.model_name!r}'
+        try:
+            module, state, allowed = self._fit_state(model, state)
+        except Exception as err:  # unconvertible keys, shapes
+            raise CheckpointMismatchError(
+                f'{fits}: {type(err).__name__}: {err}') from err
+        report = compare_state_dict(module.state_dict(), state,
+                                    allow_unexpected=allowed)
+        if not report.ok:
+            raise report.error(f'{fits}:\n{report.summary(path)}')
+        module.load_state_dict(state, strict=False)
+        print_log(f'{type(self).__name__}: loaded {self.model_name} weights '
+                  f'from {path}', logger='current')
 
     def _set_renorm(self) -> None:
         if self.input_norm == 'teacher':
@@ -281,6 +413,11 @@ class FrozenTeacher(ApplySeam, BaseModule):
         if self.grid_match == 'resample_tokens':
             text += f' resampled to {grid_str(self.out_grid)}'
         return text
+
+    def extra_repr(self) -> str:
+        return (f'model_name={self.model_name!r}, pretrained='
+                f'{self.pretrained!r}, input_norm={self.input_norm!r}, '
+                f'out_dim={self.out_dim}, grid={grid_str(self.grid)}')
 
     def unregistered_modules(self) -> List[nn.Module]:
         """The teacher moves with this module (``.to()``, ``.half()``)."""

@@ -1,15 +1,15 @@
-"""A frozen plain timm ViT (DINOv2, MAE, DeiT III, ...) as the teacher, and
-the patch-token extraction shared with open_clip's timm towers."""
+"""A frozen plain timm ViT (DINOv2, MAE, DeiT III, ...) as the teacher."""
+import re
 import sys
 from typing import Optional, Sequence, Tuple
 
-from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from mmdtm.registry import MODELS
 from .frozen_teacher import (IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher,
-                             check_tag_agrees, grid_str, looks_like_path,
-                             read_weights)
+                             check_tag_agrees, explain_download, grid_str)
+from .vit_trunk import (refuse_non_vit, timm_patch_tokens, trunk_input_size,
+                        trunk_patch_size)
 
 TIMM_HOW_TO_GET = (
     'Get the weights on a machine that is online, e.g. '
@@ -19,89 +19,9 @@ TIMM_HOW_TO_GET = (
     "`pretrained='/path/to/FILE'`.")
 
 
-def is_timm_vit(trunk: nn.Module) -> bool:
-    """Whether a timm model gives a token sequence with a patch grid (the
-    ViT family: ViT, EVA/EVA02, DeiT III, SigLIP, DINOv2, ...)."""
-    grid = getattr(getattr(trunk, 'patch_embed', None), 'grid_size', None)
-    return (getattr(trunk, 'num_prefix_tokens', None) is not None
-            and grid is not None and hasattr(trunk, 'forward_features'))
-
-
-def refuse_non_vit(trunk: nn.Module, what: str) -> None:
-    """Raise for towers that give a strided feature map (ConvNeXt, ResNet,
-    Swin, FastViT, open_clip's modified ResNet, ...) instead of ViT patch
-    tokens."""
-    if not is_timm_vit(trunk):
-        raise ValueError(
-            f'{what} ({type(trunk).__name__}) is not a ViT: it gives a '
-            f'strided feature map, not one token per image patch, so its '
-            f'targets would not line up with the student patches. Use a '
-            f'ViT-family teacher (ViT, SigLIP, EVA02, DINOv2, ...)')
-
-
-def trunk_patch_size(trunk: nn.Module) -> Tuple[int, int]:
-    """The input pixels per token: the patch size, or the stride of a
-    hybrid stem (ViTamin, MobileCLIP-B embed 1x1 patches of a feature
-    map)."""
-    grid = trunk.patch_embed.grid_size
-    size = trunk_input_size(trunk)
-    return size[0] // grid[0], size[1] // grid[1]
-
-
-def trunk_input_size(trunk: nn.Module) -> Tuple[int, int]:
-    size = trunk.patch_embed.img_size
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
-def timm_patch_tokens(trunk: nn.Module, x: Tensor) -> Tensor:
-    """(B, 3, H, W) -> (B, N, C): a timm ViT's final patch tokens after its
-    last norm, prefix (class, register, distillation) tokens dropped.
-
-    ``forward_features`` ends with the model's ``norm``; models that pool
-    first and normalise the pooled feature (``fc_norm``, e.g. MAE-style
-    average pooling) get that ``fc_norm`` applied to every token instead.
-    """
-    feats = trunk.forward_features(x)
-    if feats.dim() != 3:
-        raise ValueError(f'{type(trunk).__name__}.forward_features gave '
-                         f'shape {tuple(feats.shape)}, not (B, L, C)')
-    tokens = feats[:, trunk.num_prefix_tokens:]
-    fc_norm = getattr(trunk, 'fc_norm', None)
-    if (isinstance(getattr(trunk, 'norm', None), nn.Identity)
-            and fc_norm is not None and not isinstance(fc_norm, nn.Identity)):
-        tokens = fc_norm(tokens)
-    return tokens
-
-
-def _load_file(model: nn.Module, path: str, name: str) -> None:
-    """Load a local timm checkpoint strictly (the head aside), converted by
-    the model's own ``checkpoint_filter_fn`` (original formats, position
-    embedding resampling)."""
-    import timm
-    state = read_weights(path, timm.models.load_state_dict, 'timm teacher',
-                         TIMM_HOW_TO_GET.format(name=name))
-    filter_fn = getattr(sys.modules[type(model).__module__],
-                        'checkpoint_filter_fn', None)
-    try:
-        if filter_fn is not None:
-            state = filter_fn(state, model)
-        result = model.load_state_dict(state, strict=False)
-    except Exception as err:  # shape mismatches, unconvertible keys
-        raise RuntimeError(f'timm teacher weights {path!r} do not fit timm '
-                           f'model {name!r}: {err}') from err
-    head = model.pretrained_cfg.get('classifier', 'head')
-    heads = head if isinstance(head, (list, tuple)) else [head]
-    unexpected = [k for k in result.unexpected_keys
-                  if not any(k.startswith(f'{h}.') for h in heads)]
-    if result.missing_keys or unexpected:
-        raise RuntimeError(
-            f'timm teacher weights {path!r} do not fit timm model {name!r}: '
-            f'missing keys {result.missing_keys}, unexpected keys '
-            f'{unexpected}')
-
-
 @MODELS.register_module()
-class TimmTargetGenerator(FrozenTeacher):
+class TimmTargetGenerator(FrozenTeacher, library='timm',
+                          how_to_get=TIMM_HOW_TO_GET):
     """A frozen plain timm ViT giving the per-patch targets (B, N, D).
 
     The target is the final patch tokens after the model's last norm, prefix
@@ -128,11 +48,15 @@ class TimmTargetGenerator(FrozenTeacher):
     disagrees with the tag's configuration raises, naming both.
 
     Examples:
+        >>> import torch
+        >>> from mmengine.logging import MMLogger
+        >>> # a random teacher logs a warning; keep it out of this example
+        >>> _ = MMLogger.get_instance('timm-example', log_level='ERROR')
         >>> gen = TimmTargetGenerator(
-        ...     'vit_base_patch14_dinov2', pretrained=None,
+        ...     'vit_small_patch14_dinov2', pretrained=None,
         ...     grid_match='resize_input', out_grid=(14, 14))
         >>> gen(torch.randn(2, 3, 224, 224)).shape
-        torch.Size([2, 196, 768])
+        torch.Size([2, 196, 384])
     """
 
     def __init__(self,
@@ -144,8 +68,13 @@ class TimmTargetGenerator(FrozenTeacher):
                  data_mean: Sequence[float] = IMAGENET_MEAN,
                  data_std: Sequence[float] = IMAGENET_STD,
                  **kwargs) -> None:
-        super().__init__(input_norm=input_norm, data_mean=data_mean,
-                         data_std=data_std, **kwargs)
+        super().__init__(model_name, pretrained, input_norm=input_norm,
+                         data_mean=data_mean, data_std=data_std, **kwargs)
+        self.model_kwargs = dict(model_kwargs or {})
+        self.cache_dir = cache_dir
+        self._build_teacher()
+
+    def _check_model_name(self, model_name: str) -> None:
         import timm
         if model_name not in timm.list_models():
             arch, _, tag = model_name.partition('.')
@@ -153,14 +82,6 @@ class TimmTargetGenerator(FrozenTeacher):
                     f'pretrained={tag!r}' if tag else '')
             raise ValueError(f'model_name={model_name!r} is not a timm '
                              f'architecture (see timm.list_models()){hint}')
-        self.model_name, self.pretrained = model_name, pretrained
-        self.model_kwargs = dict(model_kwargs or {})
-        self.cache_dir = cache_dir
-        self.tag = (pretrained if pretrained is not None
-                    and not looks_like_path(pretrained) else None)
-        self.tag_cfg = self._check_tag() if self.tag else None
-        self._freeze(self._build)
-        refuse_non_vit(self.teacher, f'timm model {model_name!r}')
 
     def _check_tag(self) -> dict:
         import timm
@@ -185,31 +106,38 @@ class TimmTargetGenerator(FrozenTeacher):
         self._check_tag_norm(source, (cfg['mean'], cfg['std']))
         return cfg
 
-    def _build(self) -> nn.Module:
+    def _create(self) -> nn.Module:
         import timm
-        name = self.model_name
         kwargs = dict(self.model_kwargs, num_classes=0)
-        if self.pretrained is None:
-            print_log(
-                f'TimmTargetGenerator: the {name} teacher is RANDOMLY '
-                f'INITIALISED (pretrained=None); its targets carry no '
-                f'pretrained knowledge.', logger='current', level=30)
-            return timm.create_model(name, pretrained=False, **kwargs)
         if self.tag is None:
-            model = timm.create_model(name, pretrained=False, **kwargs)
-            _load_file(model, self.pretrained, name)
-            print_log(f'TimmTargetGenerator: loaded {name} weights from '
-                      f'{self.pretrained}', logger='current')
-            return model
-        full = f'{name}.{self.tag}'
-        try:
+            return timm.create_model(self.model_name, pretrained=False,
+                                     **kwargs)
+        full = f'{self.model_name}.{self.tag}'
+        with explain_download(f'timm weights {full!r}',
+                              self.how_to_get.format(name=full)):
             return timm.create_model(full, pretrained=True,
                                      cache_dir=self.cache_dir, **kwargs)
-        except Exception as err:
-            raise RuntimeError(
-                f'could not obtain timm weights {full!r} '
-                f'({type(err).__name__}: {err}). Offline? ' +
-                TIMM_HOW_TO_GET.format(name=full)) from err
+
+    def _read_state(self, model: nn.Module, path: str) -> dict:
+        import timm
+        return timm.models.load_state_dict(path)
+
+    def _fit_state(self, model: nn.Module,
+                   state: dict) -> Tuple[nn.Module, dict, Sequence[str]]:
+        """Converted by the model's own ``checkpoint_filter_fn`` (original
+        formats, position embedding resampling); the classifier head of
+        the file (the teacher has none) is left unused."""
+        filter_fn = getattr(sys.modules[type(model).__module__],
+                            'checkpoint_filter_fn', None)
+        if filter_fn is not None:
+            state = filter_fn(state, model)
+        head = model.pretrained_cfg.get('classifier', 'head')
+        heads = head if isinstance(head, (list, tuple)) else [head]
+        return model, state, [re.escape(f'{h}.') for h in heads]
+
+    def _tower(self, model: nn.Module) -> nn.Module:
+        refuse_non_vit(model, f'timm model {self.model_name!r}')
+        return model
 
     @property
     def patch_size(self) -> Tuple[int, int]:
@@ -240,8 +168,4 @@ class TimmTargetGenerator(FrozenTeacher):
     def _patch_tokens(self, x: Tensor) -> Tensor:
         return timm_patch_tokens(self.teacher, x)
 
-    def extra_repr(self) -> str:
-        return (f'model_name={self.model_name!r}, pretrained='
-                f'{self.pretrained!r}, input_norm={self.input_norm!r}, '
-                f'out_dim={self.out_dim}, grid={grid_str(self.grid)}')
 

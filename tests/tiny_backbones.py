@@ -1,5 +1,5 @@
-"""Tiny models and checkpoints for the transfer tests."""
-import pytest
+"""Tiny backbones and checkpoints for the checkpoint, engine, dataset and
+config tests of the transfer path (pre-training -> downstream)."""
 import torch
 
 TINY_ARCH = dict(embed_dims=64, num_layers=2, num_heads=2,
@@ -38,9 +38,3 @@ def pretrain_state(student) -> dict:
     state['neck.proj.bias'] = torch.zeros(32)
     state['head.loss_module.schedule_state'] = torch.tensor([0, 3])
     return state
-
-
-@pytest.fixture
-def student():
-    torch.manual_seed(0)
-    return tiny_student()

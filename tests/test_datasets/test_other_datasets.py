@@ -16,8 +16,8 @@ from PIL import Image
 from mmdtm.datasets.inaturalist import convert_inaturalist
 from mmdtm.engine import build_runner
 
-from ..conftest import REPO
-from .conftest import TINY_ARCH, tiny_downstream
+from tests.conftest import REPO
+from tests.tiny_backbones import TINY_ARCH, tiny_downstream
 
 BENCH = osp.join(REPO, 'configs', 'dtm', 'benchmarks')
 PREFIX = 'vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_'

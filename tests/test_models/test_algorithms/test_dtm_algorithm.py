@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..conftest import TOY_CFG
+from tests.conftest import TOY_CFG
 
 
 def build(**changes):

@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmdtm.checkpoint import compare_state_dict, dtm_to_backbone
 from mmdtm.checkpoint.cli import _checked_init_cfg, build_module
 
-from ..conftest import REPO
+from tests.conftest import REPO
 
 CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', 'dtm', 'benchmarks', '*.py')) +

@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
-from mmdtm.models import CLIPTargetGenerator, TimmTargetGenerator
+from mmdtm.checkpoint import CheckpointMismatchError
+from mmdtm.models import (CLIPTargetGenerator, CLIPTokensAttentionGenerator,
+                          TimmTargetGenerator)
 from mmdtm.models.target_generators.frozen_teacher import (IMAGENET_MEAN,
                                                            IMAGENET_STD)
 
-from ..conftest import TINY_CLIP
+from tests.conftest import TINY_CLIP
 
 TINY_TEXT = TINY_CLIP['text_cfg']
 # SigLIP's layout (no class token, MAP pooling, no projection) with one
@@ -158,6 +160,51 @@ def test_timm_teacher_loads_a_local_file_strictly(tmp_path):
         dino(pretrained=str(partial))
 
 
+def test_one_loader_reports_keys_for_every_teacher(tmp_path):
+    """Both libraries' files go through compare_state_dict: the error is a
+    CheckpointMismatchError carrying the offending keys; a timm file's
+    classifier head is the only thing left unused."""
+    def saved(model, name, drop, add):
+        state = {k: v for k, v in model.state_dict().items() if k != drop}
+        torch.save(dict(state, **add), tmp_path / name)
+        return str(tmp_path / name)
+
+    torch.manual_seed(5)
+    path = saved(timm.create_model('vit_base_patch14_dinov2', **TINY_DINO),
+                 'dino_extra.pth', 'norm.weight',
+                 {'blocks.9.attn.qkv.weight': torch.zeros(1)})
+    with pytest.raises(CheckpointMismatchError,
+                       match='(?s)dino_extra.pth.*do not fit timm model') as e:
+        dino(pretrained=path)
+    assert e.value.missing == ['norm.weight']
+    assert e.value.unexpected == ['blocks.9.attn.qkv.weight']
+    path = saved(open_clip.create_model('EVA02-B-16', **TINY_EVA),
+                 'eva_bad.pt', 'visual.trunk.norm.bias',
+                 {'visual.trunk.head.weight': torch.zeros(3, 3)})
+    with pytest.raises(CheckpointMismatchError,
+                       match='(?s)eva_bad.pt.*do not fit open_clip') as e:
+        eva(pretrained=path)
+    assert e.value.missing == ['trunk.norm.bias']
+    assert e.value.mismatched[0].startswith('trunk.head.weight')
+
+
+def test_one_random_init_warning(capsys):
+    """The same words for every teacher without weights (and the demo's),
+    logged once per teacher."""
+    from mmengine.logging import MMLogger
+
+    from mmdtm.models.target_generators.frozen_teacher import \
+        random_init_warning
+    MMLogger.get_instance('test_one_random_init_warning')  # to stdout
+    dino()
+    eva()
+    printed = capsys.readouterr().out
+    for owner, name in (('TimmTargetGenerator', 'vit_base_patch14_dinov2'),
+                        ('CLIPTargetGenerator', 'EVA02-B-16')):
+        assert printed.count(random_init_warning(owner, name)) == 1
+    assert printed.count('RANDOMLY INITIALISED') == 2
+
+
 def test_timm_tower_loads_a_local_open_clip_file(tmp_path):
     torch.manual_seed(3)
     model = open_clip.create_model('EVA02-B-16', pretrained=None, **TINY_EVA)
@@ -246,10 +293,10 @@ def test_grid_options_are_checked():
         dino(input_norm='mine')
     with pytest.raises(ValueError, match="pretrained='lvd142m'"):
         TimmTargetGenerator('vit_base_patch14_dinov2.lvd142m')
-    with pytest.raises(ValueError, match='tokens_attention.*grid_match'):
-        CLIPTargetGenerator('ViT-B-16', pretrained=None, model_cfg=TINY_CLIP,
-                            output_format='tokens_attention',
-                            grid_match='resize_input', out_grid=(3, 3))
+    with pytest.raises(ValueError, match='TokensAttention.*grid_match'):
+        CLIPTokensAttentionGenerator(
+            'ViT-B-16', pretrained=None, model_cfg=TINY_CLIP,
+            grid_match='resize_input', out_grid=(3, 3))
 
 
 @pytest.fixture
@@ -342,7 +389,7 @@ def test_open_clip_families_on_the_meta_device(name):
 
     from mmdtm.models.target_generators.clip_generator import (
         _timm_tower_projection, _tower_kind)
-    from mmdtm.models.target_generators.timm_generator import (
+    from mmdtm.models.target_generators.vit_trunk import (
         timm_patch_tokens, trunk_input_size, trunk_patch_size)
     cfg = open_clip.get_model_config(name)
     with torch.device('meta'):

@@ -9,7 +9,7 @@ import torch
 
 from mmdtm.engine import build_runner
 
-from ..conftest import make_image_folder, toy_config
+from tests.conftest import make_image_folder, toy_config
 
 
 def test_runner_checkpoint_loads_and_resumes(tmp_path):

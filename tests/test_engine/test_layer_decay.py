@@ -3,7 +3,7 @@ import pytest
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 
-from .conftest import tiny_downstream
+from tests.tiny_backbones import tiny_downstream
 
 
 class _Seg(nn.Module):

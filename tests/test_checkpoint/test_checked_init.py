@@ -10,7 +10,7 @@ from mmdtm.checkpoint import (CheckpointMismatchError, dtm_to_backbone,
 from mmdtm.checkpoint.cli import (dtm_to_downstream_main,
                                      reference_to_mmdtm_main)
 
-from .conftest import TINY_ARCH, pretrain_state, tiny_downstream
+from tests.tiny_backbones import TINY_ARCH, pretrain_state, tiny_downstream
 
 
 def _converted(student, tmp_path, **kwargs) -> str:

@@ -12,12 +12,12 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from PIL import Image
 
-from mmdtm.engine import build_runner
 from mmdtm.checkpoint import CheckpointMismatchError, resize_rel_pos_table
 from mmdtm.checkpoint.cli import dtm_to_downstream_main
+from mmdtm.engine import build_runner
 
-from ..conftest import REPO, make_image_folder, toy_config
-from .conftest import TINY_ARCH
+from tests.conftest import REPO, make_image_folder, toy_config
+from tests.tiny_backbones import TINY_ARCH
 
 FT_CFG = osp.join(REPO, 'configs', 'dtm', 'benchmarks',
                   'vit-base-p16_dtm-pre_8xb128-amp-coslr-100e_in1k.py')

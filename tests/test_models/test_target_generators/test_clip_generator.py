@@ -8,7 +8,7 @@ from mmdtm.models.target_generators.clip_generator import (CLIP_MEAN,
                                                            IMAGENET_MEAN,
                                                            IMAGENET_STD)
 
-from ..conftest import TINY_CLIP
+from tests.conftest import TINY_CLIP
 
 
 def tiny(**kw):
@@ -110,7 +110,7 @@ def test_bad_weights_fail_at_build_naming_the_path(tmp_path):
         tiny(pretrained=str(garbage))
     wrong = tmp_path / 'wrong.pt'
     torch.save({'visual.proj': torch.zeros(3, 3)}, wrong)
-    with pytest.raises(RuntimeError, match='(?s)wrong.pt.*size mismatch'):
+    with pytest.raises(RuntimeError, match='(?s)wrong.pt.*shape mismatch'):
         tiny(pretrained=str(wrong))
     partial = tmp_path / 'partial.pt'
     torch.save({'visual.proj': torch.zeros(64, 32)}, partial)

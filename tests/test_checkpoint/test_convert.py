@@ -8,7 +8,7 @@ from mmdtm.checkpoint import (CheckpointMismatchError, dtm_to_backbone,
                               reference_to_mmdtm, resize_rel_pos_table,
                               window_of_table)
 
-from .conftest import pretrain_state, tiny_downstream
+from tests.tiny_backbones import pretrain_state, tiny_downstream
 
 
 def test_folded_bias_gives_the_students_exact_features(student):
@@ -119,8 +119,8 @@ def test_reference_cli_checks_against_a_pretraining_config(student, tmp_path,
                                                            capsys):
     from mmdtm.checkpoint.cli import (dtm_to_downstream_main,
                                          reference_to_mmdtm_main)
-    from ..conftest import TOY_CFG
-    from .test_checked_loading import _downstream_config
+    from tests.conftest import TOY_CFG
+    from .test_checked_init import _downstream_config
     src, dst = str(tmp_path / 'ref.pth'), str(tmp_path / 'mmdtm.pth')
     ref = _reference_from(student, torch.randn(32, 64), torch.randn(32))
     # training scripts save their argparse.Namespace next to the weights

@@ -12,7 +12,7 @@ from mmpretrain.structures import DataSample
 
 from mmdtm.engine import build_runner
 
-from ..conftest import REPO, TINY_CLIP, make_image_folder, toy_config
+from tests.conftest import REPO, TINY_CLIP, make_image_folder, toy_config
 
 TEACHERS = osp.join(REPO, 'configs', 'dtm', 'teachers')
 EXPECTED = {  # config -> (teacher class, targets dimension, teacher grid)
