@@ -4,12 +4,22 @@ MMEngine 0.10.7 checkpoints carry ``HistoryBuffer`` objects and numpy arrays
 and scalars in their ``message_hub`` entry. Rather than turning the safety
 check off for the whole process (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), we
 allow-list exactly those classes; everything else stays refused.
+
+Two ways to use the list: :func:`checkpoint_safe_globals` scopes it to one
+``with`` block (mmdtm's own ``torch.load`` calls); :func:`register_safe_globals`
+adds it for the whole process and is called only by
+:func:`mmdtm.checkpoint.process.setup_checkpoint_loading`, never at import.
+Without the allow-list API (torch < 2.4/2.5) the first logs one line and
+the second yields ``False``, leaving the fallback to its caller.
 """
+import contextlib
 import pickle
-from typing import List
+from typing import Iterator, List, Sequence
 
 import numpy as np
 import torch
+
+from ..degrade import log_once
 
 _NUMPY_FUNCS = ('_reconstruct', 'scalar')
 
@@ -51,16 +61,52 @@ def _history_buffer_getattr(obj, name: str):
         f'mmdtm only allows HistoryBuffer statistic methods')
 
 
-def register_safe_globals() -> None:
-    """Allow-list what MMEngine checkpoints need for ``torch.load``.
+def mmengine_safe_globals() -> List:
+    """What MMEngine checkpoints hold besides tensors, for torch's
+    ``weights_only`` allow-list."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return [HistoryBuffer] + _numpy_globals() + [
+        (_history_buffer_getattr, '__builtin__.getattr'),
+        (_history_buffer_getattr, 'builtins.getattr'),
+    ]
 
-    Idempotent; a no-op on torch versions without ``add_safe_globals``.
+
+def has_allow_list_api() -> bool:
+    """torch >= 2.5 (``torch.serialization.safe_globals`` and
+    ``add_safe_globals``)."""
+    return hasattr(torch.serialization, 'safe_globals')
+
+
+@contextlib.contextmanager
+def checkpoint_safe_globals(extra: Sequence = ()) -> Iterator[bool]:
+    """Within the block, ``torch.load(weights_only=True)`` also accepts
+    MMEngine's checkpoint classes (and ``extra``). Yields whether the
+    allow-list is in force: ``False`` on a torch without the API (the
+    caller decides what to do and says so)."""
+    if not has_allow_list_api():
+        yield False
+        return
+    with torch.serialization.safe_globals(
+            mmengine_safe_globals() + list(extra)):
+        yield True
+
+
+def register_safe_globals() -> bool:
+    """Allow-list what MMEngine checkpoints need for every ``torch.load`` of
+    the process. Idempotent.
+
+    Returns:
+        ``True`` when registered; ``False`` on a torch without
+        ``add_safe_globals`` (< 2.4, whose ``torch.load`` defaults to
+        ``weights_only=False`` anyway), after one logged line.
     """
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is None:
-        return
-    from mmengine.logging.history_buffer import HistoryBuffer
-    add([HistoryBuffer] + _numpy_globals() + [
-        (_history_buffer_getattr, '__builtin__.getattr'),
-        (_history_buffer_getattr, 'builtins.getattr'),
-    ])
+        log_once('process', f'torch {torch.__version__} has no '
+                  f'torch.serialization.add_safe_globals (torch >= 2.4): '
+                  f'nothing to allow-list; its torch.load defaults to '
+                  f'weights_only=False and reads MMEngine checkpoints as '
+                  f'they are.')
+        return False
+    add(mmengine_safe_globals())
+    return True

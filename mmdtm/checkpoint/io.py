@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from .compare import CheckpointMismatchError, format_keys
+from ..degrade import log_once
+from .compat import checkpoint_safe_globals
 
 StateDict = Dict[str, Tensor]
 
@@ -60,9 +62,13 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
     """``torch.load`` on CPU, with a byte progress line for local files of
     at least ``progress_min_bytes``; URLs go through MMEngine's loader.
 
-    ``weights_only`` stays on (plus ``argparse.Namespace``, which training
-    scripts save as ``args``) unless ``trusted``: only for files whose
-    origin you trust, since unpickling can run code.
+    ``weights_only`` stays on, with MMEngine's checkpoint classes and
+    ``argparse.Namespace`` (which training scripts save as ``args``)
+    allowed for this call only, unless ``trusted``: only for files whose
+    origin you trust, since unpickling can run code. A torch without the
+    allow-list API (< 2.5) cannot allow them: a file it refuses is then
+    loaded as that torch's ``torch.load`` does by default
+    (``weights_only=False``), after one logged line.
 
     Raises:
         FileNotFoundError: no such file.
@@ -74,7 +80,9 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     size = os.path.getsize(path)
-    with torch.serialization.safe_globals([argparse.Namespace]):
+    with checkpoint_safe_globals([argparse.Namespace]) as allowed:
+        if not allowed and not trusted:
+            trusted = None  # weights only, else the old torch's default
         if size < progress_min_bytes:
             return _torch_load(path, path, trusted)
         from tqdm import tqdm
@@ -87,10 +95,19 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
                 f.close()
 
 
-def _torch_load(f, path: str, trusted: bool) -> dict:
+def _torch_load(f, path: str, trusted: Optional[bool]) -> dict:
+    """``trusted=None``: weights only, else the old torch's default."""
     try:
         return torch.load(f, map_location='cpu', weights_only=not trusted)
     except pickle.UnpicklingError as err:
+        if trusted is None:
+            log_once('io', f'{path}: torch {torch.__version__} cannot '
+                      f'allow-list MMEngine checkpoint classes; loading with '
+                      f'weights_only=False, its default (torch >= 2.5 keeps '
+                      f'the check).')
+            if hasattr(f, 'seek'):
+                f.seek(0)
+            return torch.load(f, map_location='cpu', weights_only=False)
         raise CheckpointMismatchError(
             f'{path}: torch.load(weights_only=True) refused an object in '
             f'the file ({str(err).splitlines()[0]}). Load it with '
