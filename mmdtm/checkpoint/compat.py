@@ -14,7 +14,8 @@ the second yields ``False``, leaving the fallback to its caller.
 """
 import contextlib
 import pickle
-from typing import Iterator, List, Sequence
+import types
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -69,6 +70,55 @@ def mmengine_safe_globals() -> List:
         (_history_buffer_getattr, '__builtin__.getattr'),
         (_history_buffer_getattr, 'builtins.getattr'),
     ]
+
+
+def _by_name(entries: Sequence) -> Dict[Tuple[str, str], Any]:
+    """``(module, name) -> object`` for allow-list entries (objects, or
+    ``(object, 'module.name')`` pairs)."""
+    table = {}
+    for entry in entries:
+        obj, full = entry if isinstance(entry, tuple) else (
+            entry, f'{entry.__module__}.{entry.__qualname__}')
+        module, _, name = full.rpartition('.')
+        table[(module, name)] = obj
+    return table
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only tensor rebuilding, ``OrderedDict``, torch sizes and
+    dtypes, ``_codecs.encode`` (bytes in protocol-2 pickles, as torch's own
+    weights-only unpickler allows) and ``allowed`` (set per use); refuses
+    every other global."""
+
+    allowed: Dict[Tuple[str, str], Any] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
+        if ((module == 'torch._utils' and name.startswith('_rebuild_'))
+                or (module == 'collections' and name == 'OrderedDict')
+                or (module == '_codecs' and name == 'encode')
+                or (module == 'torch' and (name in ('Size', 'device')
+                                           or isinstance(getattr(
+                                               torch, name, None),
+                                               torch.dtype)))):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f'Weights only load failed: unsupported global {module}.{name} '
+            f"(mmdtm's restricted unpickler, for torch without the "
+            f'allow-list API)')
+
+
+def restricted_pickle_module(extra: Sequence = ()) -> types.ModuleType:
+    """A ``pickle_module`` for ``torch.load(..., weights_only=False)`` that
+    reads tensors and MMEngine's checkpoint classes (and ``extra``) and
+    refuses everything else: torch's ``weights_only`` check with the
+    allow-list, for a torch without the allow-list API (< 2.5)."""
+    module = types.ModuleType('mmdtm_restricted_pickle')
+    module.Unpickler = type('Unpickler', (_RestrictedUnpickler, ), {
+        'allowed': _by_name(mmengine_safe_globals() + list(extra))})
+    module.load = lambda f, **kw: module.Unpickler(f, **kw).load()
+    return module
 
 
 def has_allow_list_api() -> bool:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .compare import CheckpointMismatchError, format_keys
 from ..degrade import log_once
-from .compat import checkpoint_safe_globals
+from .compat import checkpoint_safe_globals, restricted_pickle_module
 
 StateDict = Dict[str, Tensor]
 
@@ -66,9 +66,9 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
     ``argparse.Namespace`` (which training scripts save as ``args``)
     allowed for this call only, unless ``trusted``: only for files whose
     origin you trust, since unpickling can run code. A torch without the
-    allow-list API (< 2.5) cannot allow them: a file it refuses is then
-    loaded as that torch's ``torch.load`` does by default
-    (``weights_only=False``), after one logged line.
+    allow-list API (< 2.5) reads through mmdtm's restricted unpickler
+    instead (:func:`~mmdtm.checkpoint.compat.restricted_pickle_module`,
+    the same globals allowed), after one logged line.
 
     Raises:
         FileNotFoundError: no such file.
@@ -82,7 +82,12 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
     size = os.path.getsize(path)
     with checkpoint_safe_globals([argparse.Namespace]) as allowed:
         if not allowed and not trusted:
-            trusted = None  # weights only, else the old torch's default
+            trusted = None  # the restricted unpickler
+            log_once('io', f'torch {torch.__version__} has no '
+                     f'torch.serialization.safe_globals (torch >= 2.5): '
+                     f"checkpoints are read with mmdtm's restricted "
+                     f'unpickler (tensors and MMEngine checkpoint classes '
+                     f'only).')
         if size < progress_min_bytes:
             return _torch_load(path, path, trusted)
         from tqdm import tqdm
@@ -96,18 +101,14 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
 
 
 def _torch_load(f, path: str, trusted: Optional[bool]) -> dict:
-    """``trusted=None``: weights only, else the old torch's default."""
+    """``trusted=None``: through the restricted unpickler."""
     try:
+        if trusted is None:
+            return torch.load(f, map_location='cpu', weights_only=False,
+                              pickle_module=restricted_pickle_module(
+                                  [argparse.Namespace]))
         return torch.load(f, map_location='cpu', weights_only=not trusted)
     except pickle.UnpicklingError as err:
-        if trusted is None:
-            log_once('io', f'{path}: torch {torch.__version__} cannot '
-                      f'allow-list MMEngine checkpoint classes; loading with '
-                      f'weights_only=False, its default (torch >= 2.5 keeps '
-                      f'the check).')
-            if hasattr(f, 'seek'):
-                f.seek(0)
-            return torch.load(f, map_location='cpu', weights_only=False)
         raise CheckpointMismatchError(
             f'{path}: torch.load(weights_only=True) refused an object in '
             f'the file ({str(err).splitlines()[0]}). Load it with '

@@ -3,6 +3,7 @@ resuming needs nothing process-wide (IsolatedRunner scopes the allow-list
 to its own load), a plain ``torch.load`` needs the explicit
 ``mmdtm.setup_checkpoint_loading()``, and ``import mmdtm`` alone changes
 neither torch's allow-list nor MMEngine's checkpoint loaders."""
+import argparse
 import io
 import os
 import os.path as osp
@@ -114,3 +115,38 @@ def test_import_changes_nothing_until_the_explicit_call(tmp_path):
     changes = 1 + hasattr(torch.serialization, 'add_safe_globals')
     want = f'before URLError after CheckpointDownloadError {changes}'
     assert want in proc.stdout, proc.stdout + proc.stderr[-2000:]
+
+
+def test_restricted_unpickler_without_the_allow_list_api(tmp_path,
+                                                         monkeypatch):
+    """A torch without ``safe_globals`` (< 2.5; simulated here by hiding
+    the API from the probe): ``load_checkpoint_file`` reads tensors,
+    MMEngine's classes and ``argparse.Namespace`` through mmdtm's
+    restricted unpickler, logs one line, and refuses everything else."""
+    import mmengine.logging
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    from mmdtm.checkpoint import (CheckpointMismatchError, compat,
+                                  load_checkpoint_file)
+    monkeypatch.setattr(compat, 'has_allow_list_api', lambda: False)
+    monkeypatch.setattr('mmdtm.degrade._TOLD', set())
+    lines = []
+    monkeypatch.setattr(mmengine.logging, 'print_log',
+                        lambda msg, **kw: lines.append(msg))
+    hub = HistoryBuffer()
+    hub.update(2.0)
+    good = str(tmp_path / 'good.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'hub': hub,
+                'args': argparse.Namespace(lr=0.5), 'arr': np.arange(3)},
+               good)
+    for _ in range(2):
+        ckpt = load_checkpoint_file(good)
+        assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+        assert ckpt['hub'].mean() == 2.0 and ckpt['args'].lr == 0.5
+        assert ckpt['arr'].tolist() == [0, 1, 2]
+    assert len([m for m in lines if 'restricted unpickler' in m]) == 1
+    for name, obj in (('evil', _Evil()), ('join', osp.join)):
+        path = str(tmp_path / f'{name}.pth')
+        torch.save({'x': obj}, path, pickle_protocol=2)
+        with pytest.raises(CheckpointMismatchError, match='trusted'):
+            load_checkpoint_file(path)
