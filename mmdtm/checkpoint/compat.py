@@ -6,11 +6,12 @@ check off for the whole process (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), we
 allow-list exactly those classes; everything else stays refused.
 
 Two ways to use the list: :func:`checkpoint_safe_globals` scopes it to one
-``with`` block (mmdtm's own ``torch.load`` calls); :func:`register_safe_globals`
-adds it for the whole process and is called only by
-:func:`mmdtm.checkpoint.process.setup_checkpoint_loading`, never at import.
-Without the allow-list API (torch < 2.4/2.5) the first logs one line and
-the second yields ``False``, leaving the fallback to its caller.
+``with`` block (mmdtm's own ``torch.load`` calls);
+:func:`register_safe_globals` adds it for the whole process and is called
+only by :func:`mmdtm.checkpoint.process.setup_checkpoint_loading`, never at
+import. Without the allow-list API (torch < 2.4/2.5) the latter logs one
+line and the former yields ``False``; its caller then reads through
+:func:`restricted_pickle_module`.
 """
 import contextlib
 import pickle

@@ -11,7 +11,8 @@ thing; a host project's script may call it too):
    accepts them and still refuses everything else;
 2. MMEngine's ``http(s)://`` checkpoint loader is replaced by
    :func:`~mmdtm.checkpoint.url.load_from_url`, whose offline error names the
-   URL and the file to place (:func:`~mmdtm.checkpoint.url.register_url_loader`).
+   URL and the file to place
+   (:func:`~mmdtm.checkpoint.url.register_url_loader`).
 """
 from typing import List
 
