@@ -137,8 +137,14 @@ def checkpoint_safe_globals(extra: Sequence = ()) -> Iterator[bool]:
     if not has_allow_list_api():
         yield False
         return
-    with torch.serialization.safe_globals(
-            mmengine_safe_globals() + list(extra)):
+    ser = torch.serialization
+    # torch's context removes its entries on exit, even ones that were
+    # allowed before (setup_checkpoint_loading): add only the missing ones
+    present = ser.get_safe_globals() if hasattr(ser, 'get_safe_globals') \
+        else []
+    missing = [e for e in mmengine_safe_globals() + list(extra)
+               if e not in present]
+    with ser.safe_globals(missing):
         yield True
 
 

@@ -2,8 +2,8 @@
 
 ``import mmdtm`` changes nothing in torch's or MMEngine's checkpoint
 loading. :func:`setup_checkpoint_loading` does, when called (mmdtm's
-``tools/train.py``, ``tools/test.py`` and ``tools/demo.py`` call it first
-thing; a host project's script may call it too):
+``tools/train.py`` and ``tools/test.py`` call it first thing; a host
+project's script may call it too):
 
 1. ``torch.serialization.add_safe_globals`` with what MMEngine checkpoints
    hold (:func:`~mmdtm.checkpoint.compat.register_safe_globals`), so that

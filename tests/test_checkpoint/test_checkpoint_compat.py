@@ -150,3 +150,20 @@ def test_restricted_unpickler_without_the_allow_list_api(tmp_path,
         torch.save({'x': obj}, path, pickle_protocol=2)
         with pytest.raises(CheckpointMismatchError, match='trusted'):
             load_checkpoint_file(path)
+
+
+def test_scoped_allow_list_keeps_the_process_wide_one(checkpoint_loading):
+    """torch's ``safe_globals`` context removes its entries on exit: the
+    scoped allow-list (IsolatedRunner.load_or_resume, load_checkpoint_file)
+    must not take away what ``setup_checkpoint_loading`` registered."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    from mmdtm.checkpoint import checkpoint_safe_globals
+    from mmdtm.checkpoint.compat import has_allow_list_api
+    if not has_allow_list_api():
+        pytest.skip(f'torch {torch.__version__} has no safe_globals')
+    with checkpoint_safe_globals([argparse.Namespace]) as allowed:
+        assert allowed
+        assert argparse.Namespace in torch.serialization.get_safe_globals()
+    safe = torch.serialization.get_safe_globals()
+    assert HistoryBuffer in safe and argparse.Namespace not in safe
