@@ -161,3 +161,15 @@ def test_mmseg_config_inherits_mmdtm_ade20k(wheel_install, tmp_path):
     out = _run([sys.executable, '-c', script], cwd=str(host),
                env=_host_env(target))
     assert 'EncoderDecoder DTMViT (1, 150, 16, 16)' in out, out
+
+
+def test_mmdtm_imports_without_mmsegmentation(tmp_path):
+    """MMSegmentation is the ``seg`` extra: nothing in the package imports
+    it (the ADE20K configs name its components by string)."""
+    script = ("import sys; sys.modules['mmseg'] = None  # not installed\n"
+              'import mmdtm, mmdtm.analysis, mmdtm.checkpoint.cli\n'
+              'import mmdtm.visualization\n'
+              "print('ok', [m for m in sys.modules if m.startswith('mmseg')])")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = _run([sys.executable, '-c', script], cwd=str(tmp_path), env=env)
+    assert "ok ['mmseg']" in out, out
