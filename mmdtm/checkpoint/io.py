@@ -10,8 +10,8 @@ from typing import Dict, Iterable, Optional
 import torch
 from torch import Tensor
 
-from .compare import CheckpointMismatchError, format_keys
 from ..degrade import log_once
+from .compare import CheckpointMismatchError, format_keys
 from .compat import checkpoint_safe_globals, restricted_pickle_module
 
 StateDict = Dict[str, Tensor]
