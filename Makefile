@@ -1,25 +1,38 @@
 # Two commands do all the set-up: `make test` and `make demo`.
-# Both create or reuse .venv/ (installed once; a stamp records which
-# requirement files it was installed from).
+# Both create or reuse .venv/ (installed once with requirements/lock.txt; a
+# stamp records that it is up to date with the set-up's inputs).
+# `make test-oldest` builds .venv-oldest/ with the oldest tested stack
+# (requirements/oldest.txt) and runs the whole suite there.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmdtm-installed
-ENV_INPUTS := setup.py tools/setup_env.sh tools/build_mmcv.sh $(wildcard requirements/*.txt)
+OLDEST_VENV ?= .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.mmdtm-installed
+SETUP_INPUTS := setup.py tools/setup_env.sh tools/build_mmcv.sh \
+	$(filter-out requirements/lock.txt requirements/oldest.txt,$(wildcard requirements/*.txt))
 PYTEST_ARGS ?=
 
-.PHONY: test demo env clean-env
+.PHONY: test test-oldest demo env env-oldest clean-env
 
 env: $(STAMP)
+env-oldest: $(OLDEST_STAMP)
 
-$(STAMP): $(ENV_INPUTS)
-	bash tools/setup_env.sh $(VENV)
+$(STAMP): $(SETUP_INPUTS) requirements/lock.txt
+	LOCK=requirements/lock.txt bash tools/setup_env.sh $(VENV)
 	touch $(STAMP)
+
+$(OLDEST_STAMP): $(SETUP_INPUTS) requirements/oldest.txt
+	LOCK=requirements/oldest.txt bash tools/setup_env.sh $(OLDEST_VENV)
+	touch $(OLDEST_STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests mmdtm $(PYTEST_ARGS)
+
+test-oldest: $(OLDEST_STAMP)
+	MMDTM_LOCK=requirements/oldest.txt $(OLDEST_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --work-dir work_dirs/demo
 
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(OLDEST_VENV)

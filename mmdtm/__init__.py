@@ -1,19 +1,21 @@
 """mmdtm: Dynamic Token Morphing masked image modeling for MMPretrain.
 
 ``import mmdtm`` (or ``custom_imports=dict(imports=['mmdtm'])``) registers
-every component (see :mod:`mmdtm.registry`) and has two side effects on the
-host process, listed in the README: a narrow ``torch.load`` allow-list for
-MMEngine checkpoints and an http(s) checkpoint loader with an offline
-message.
+every component (see :mod:`mmdtm.registry`) and adds ``'mmdtm'`` to
+MMEngine's ``MODULE2PACKAGE`` table so that ``mmdtm::`` config paths resolve
+(:mod:`mmdtm.mim`); it changes nothing else in other libraries. The
+process-wide checkpoint set-up (``torch.load`` allow-list, http(s) loader
+with an offline message) is one explicit call,
+:func:`setup_checkpoint_loading`, which mmdtm's tools make; see the README.
 """
 from .version import __version__
-from .checkpoint import register_safe_globals, register_url_loader
+from .mim import register_config_package
 
-register_safe_globals()
-register_url_loader()  # clear error naming the file when a URL is offline
+register_config_package()
+from .checkpoint import setup_checkpoint_loading  # noqa: E402
 from . import morphing  # noqa: F401,E402  (pure torch, no registry)
 from . import models  # noqa: F401,E402  (registers the components)
 from . import engine  # noqa: F401,E402  (runner, hooks, loops, optimizers)
 from . import datasets  # noqa: F401,E402  (resumable sampler, safe loading)
 
-__all__ = ['__version__', 'register_safe_globals', 'morphing', 'models']
+__all__ = ['__version__', 'setup_checkpoint_loading', 'morphing', 'models']

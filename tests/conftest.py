@@ -58,16 +58,24 @@ def _seed_everything():
 @pytest.fixture(autouse=True)
 def _restore_process_state():
     """Each test leaves the process as it found it: environment variables,
-    working directory, torch's thread count, and no MMEngine instance it
+    working directory, torch's thread count, no MMEngine instance it
     created (loggers, message hubs, visualizers: process-wide objects
-    looked up by name) outlives it."""
+    looked up by name) outlives it, and what
+    ``mmdtm.setup_checkpoint_loading`` changes (tools/train.py calls it) is
+    undone: torch's ``weights_only`` allow-list and MMEngine's http(s)
+    checkpoint loader."""
     import logging
 
     import torch
+    from mmengine.runner.checkpoint import CheckpointLoader, load_from_http
 
+    from mmdtm.checkpoint.url import URL_PREFIXES
     from mmdtm.engine.runner import manager_classes
     environ, cwd, threads = dict(os.environ), os.getcwd(), \
         torch.get_num_threads()
+    serialization = torch.serialization
+    safe = (serialization.get_safe_globals()
+            if hasattr(serialization, 'get_safe_globals') else None)
     before = {cls: set(vars(cls).get('_instance_dict', ()))
               for cls in manager_classes()}
     yield
@@ -83,6 +91,20 @@ def _restore_process_state():
     os.environ.clear()
     os.environ.update(environ)
     torch.set_num_threads(threads)
+    if safe is not None:
+        serialization.clear_safe_globals()
+        serialization.add_safe_globals(safe)
+    # MMEngine's own loader (mmdtm no longer replaces it at import)
+    CheckpointLoader.register_scheme(URL_PREFIXES, load_from_http, force=True)
+
+
+@pytest.fixture
+def checkpoint_loading():
+    """The process as mmdtm's tools set it up
+    (``mmdtm.setup_checkpoint_loading()``); undone after the test by
+    ``_restore_process_state``. Yields the list of changes made."""
+    from mmdtm import setup_checkpoint_loading
+    yield setup_checkpoint_loading()
 
 
 @pytest.fixture

@@ -1,24 +1,75 @@
-"""The real stack is importable, and mmcv's compiled ops run on CPU."""
+"""The installed stack is the one its lock file names, the lock files lie
+inside mmdtm's declared ranges, and mmcv's compiled ops run on CPU.
+
+``MMDTM_LOCK`` names the lock the environment was built from
+(``requirements/lock.txt`` by default; ``make test-oldest`` sets
+``requirements/oldest.txt``).
+"""
 import importlib.metadata as md
+import os
+import os.path as osp
+from typing import Dict, List
 
+import pytest
 import torch
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+LOCKS = ('requirements/lock.txt', 'requirements/oldest.txt')
+RANGES = ('requirements/runtime.txt', 'requirements/mmcv.txt',
+          'requirements/seg.txt')
 
 
-def test_pinned_stack_imports():
+def _requirements(rel: str) -> List[Requirement]:
+    with open(osp.join(REPO, rel), encoding='utf-8') as f:
+        lines = [line.split('#', 1)[0].strip() for line in f]
+    return [Requirement(line) for line in lines if line]
+
+
+def _pins(rel: str) -> Dict[str, str]:
+    pins = {}
+    for req in _requirements(rel):
+        exact = [s.version for s in req.specifier if s.operator == '==']
+        if exact:
+            pins[req.name] = exact[0]
+    return pins
+
+
+def test_installed_stack_is_the_lock():
     import mmcv
-    import mmengine
     import mmpretrain.models  # noqa: F401
     import mmseg.models  # noqa: F401  (needs mmcv built with ops)
-    import open_clip
+    import open_clip  # noqa: F401
 
     import mmdtm
     assert mmdtm.__version__
-    assert torch.__version__.startswith('2.14.1')
-    assert mmengine.__version__ == '0.10.7'
-    assert mmcv.__version__ == '2.1.0'
-    assert md.version('mmpretrain') == '1.2.0'
-    assert md.version('mmsegmentation') == '1.2.2'
-    assert open_clip.__version__ == '3.3.0'
+    lock = os.environ.get('MMDTM_LOCK', 'requirements/lock.txt')
+    pins = _pins(lock)
+    for name in ('torch', 'torchvision', 'numpy', 'mmcv', 'mmengine',
+                 'mmpretrain', 'mmsegmentation', 'open_clip_torch'):
+        assert name in pins, f'{lock} pins no {name}'
+    wrong = {name: (md.version(name), want) for name, want in pins.items()
+             if Version(md.version(name)).public != Version(want).public}
+    assert not wrong, f'installed != {lock}: {wrong}'
+    assert mmcv.__version__ == pins['mmcv']
+
+
+@pytest.mark.parametrize('lock', LOCKS)
+def test_locks_lie_inside_the_declared_ranges(lock):
+    pins = _pins(lock)
+    checked = 0
+    for rel in RANGES:
+        for req in _requirements(rel):
+            # ranges only: an exact pin would replace the user's package
+            assert all(s.operator not in ('==', '===') for s in req.specifier
+                       ), f'{rel}: {req} is an exact pin'
+            if req.name in pins:
+                assert req.specifier.contains(pins[req.name]), (
+                    f'{lock} pins {req.name}=={pins[req.name]}, outside '
+                    f'{rel}: {req}')
+                checked += 1
+    assert checked >= 8  # torch, torchvision, numpy, mmcv (x2), mm*, clip
 
 
 def test_mmcv_compiled_ops_run_on_cpu():

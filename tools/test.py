@@ -18,7 +18,9 @@ if REPO not in sys.path:
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from mmdtm import setup_checkpoint_loading  # noqa: E402
 from mmdtm.engine import build_runner  # noqa: E402
+from mmdtm.engine.cuda_check import check_cuda_usable  # noqa: E402
 from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
                                 cpu_distributed_fallback)
 
@@ -72,6 +74,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main(argv: Optional[List[str]] = None) -> dict:
     """Run the test loop; returns the metrics."""
     args = parse_args(argv)
+    check_cuda_usable()  # GPUs visible but unusable: refuse, never CPU
+    setup_checkpoint_loading()  # process-wide, see README
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)

@@ -21,7 +21,9 @@ import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from mmdtm import setup_checkpoint_loading  # noqa: E402
 from mmdtm.engine import build_runner  # noqa: E402
+from mmdtm.engine.cuda_check import check_cuda_usable  # noqa: E402
 from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
                                 cpu_distributed_fallback, prepare_restart)
 from mmdtm.engine.lost_ranks import report_lost_ranks  # noqa: E402
@@ -58,7 +60,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def _dataloader_defaults(cfg: Config, args: argparse.Namespace) -> None:
-    """MMPretrain's dataloader defaults plus the --no-* switches."""
+    """MMPretrain's dataloader defaults plus the --no-* switches.
+
+    A ``collate_fn`` inherited from another package's config
+    (``_base_ = ['mmdtm::...']``) carries the ``_scope_`` MMEngine tags it
+    with, which the Runner would pass on to the function: dropped here.
+    """
     for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(field)
         if loader is None:
@@ -67,6 +74,8 @@ def _dataloader_defaults(cfg: Config, args: argparse.Namespace) -> None:
                             persistent_workers=True,
                             collate_fn=dict(type='default_collate'))
         merged.update(loader)
+        if isinstance(merged.collate_fn, dict):
+            merged.collate_fn.pop('_scope_', None)
         if merged.get('num_workers', 0) == 0:
             merged.persistent_workers = False  # torch refuses it otherwise
         if args.no_pin_memory:
@@ -113,6 +122,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> Runner:
     args = parse_args(argv)
+    check_cuda_usable()  # GPUs visible but unusable: refuse, never CPU
+    setup_checkpoint_loading()  # process-wide, see README
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)

@@ -10,7 +10,9 @@ from typing import Dict, Iterable, Optional
 import torch
 from torch import Tensor
 
+from ..degrade import log_once
 from .compare import CheckpointMismatchError, format_keys
+from .compat import checkpoint_safe_globals, restricted_pickle_module
 
 StateDict = Dict[str, Tensor]
 
@@ -60,9 +62,13 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
     """``torch.load`` on CPU, with a byte progress line for local files of
     at least ``progress_min_bytes``; URLs go through MMEngine's loader.
 
-    ``weights_only`` stays on (plus ``argparse.Namespace``, which training
-    scripts save as ``args``) unless ``trusted``: only for files whose
-    origin you trust, since unpickling can run code.
+    ``weights_only`` stays on, with MMEngine's checkpoint classes and
+    ``argparse.Namespace`` (which training scripts save as ``args``)
+    allowed for this call only, unless ``trusted``: only for files whose
+    origin you trust, since unpickling can run code. A torch without the
+    allow-list API (< 2.5) reads through mmdtm's restricted unpickler
+    instead (:func:`~mmdtm.checkpoint.compat.restricted_pickle_module`,
+    the same globals allowed), after one logged line.
 
     Raises:
         FileNotFoundError: no such file.
@@ -74,7 +80,14 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path}')
     size = os.path.getsize(path)
-    with torch.serialization.safe_globals([argparse.Namespace]):
+    with checkpoint_safe_globals([argparse.Namespace]) as allowed:
+        if not allowed and not trusted:
+            trusted = None  # the restricted unpickler
+            log_once('io', f'torch {torch.__version__} has no '
+                     f'torch.serialization.safe_globals (torch >= 2.5): '
+                     f"checkpoints are read with mmdtm's restricted "
+                     f'unpickler (tensors and MMEngine checkpoint classes '
+                     f'only).')
         if size < progress_min_bytes:
             return _torch_load(path, path, trusted)
         from tqdm import tqdm
@@ -87,8 +100,13 @@ def load_checkpoint_file(path: str, progress_min_bytes: int = 64 << 20,
                 f.close()
 
 
-def _torch_load(f, path: str, trusted: bool) -> dict:
+def _torch_load(f, path: str, trusted: Optional[bool]) -> dict:
+    """``trusted=None``: through the restricted unpickler."""
     try:
+        if trusted is None:
+            return torch.load(f, map_location='cpu', weights_only=False,
+                              pickle_module=restricted_pickle_module(
+                                  [argparse.Namespace]))
         return torch.load(f, map_location='cpu', weights_only=not trusted)
     except pickle.UnpicklingError as err:
         raise CheckpointMismatchError(

@@ -24,7 +24,7 @@ optimizer of the other: loading one into a grouped optimizer raises an error
 that says so and names the way out (:func:`refuse_other_grouping`).
 """
 import inspect
-from typing import Any, Dict, Hashable, List, Optional, Sequence
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
@@ -32,6 +32,7 @@ from mmengine.registry import OPTIMIZERS
 from mmpretrain.utils import get_ori_model
 from torch import nn
 
+from mmdtm.degrade import log_once
 from mmdtm.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from .layer_decay import BackboneLayerDecayOptimWrapperConstructor
 
@@ -124,13 +125,34 @@ def optimizer_defaults(optimizer_cls: type,
     return defaults
 
 
-def _fused_devices() -> Sequence[str]:
-    """Device types with fused optimizer kernels in this torch."""
-    try:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-        return tuple(_get_fused_kernels_supported_devices())
-    except ImportError:  # older torch: CUDA only
-        return ('cuda', )
+_FUSED_WORKS: Dict[Tuple[type, str], bool] = {}
+
+
+def fused_step_works(optimizer_cls: type, device_type: str) -> bool:
+    """Whether ``optimizer_cls(..., fused=True)`` builds and steps on
+    ``device_type`` in this torch: tried once per (class, device type) on a
+    one-element parameter (public API only). Fused AdamW on CPU needs
+    torch >= 2.4; without it, one logged line says so. ``False`` without
+    a probe for other device types, and for CUDA when there is none."""
+    if device_type not in ('cpu', 'cuda') or (
+            device_type == 'cuda' and not torch.cuda.is_available()):
+        return False
+    key = (optimizer_cls, device_type)
+    if key not in _FUSED_WORKS:
+        try:
+            param = torch.zeros(1, device=device_type, requires_grad=True)
+            param.grad = torch.zeros_like(param)
+            optimizer_cls([param], fused=True).step()
+            _FUSED_WORKS[key] = True
+        except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
+            _FUSED_WORKS[key] = False
+            log_once(f'fused-{optimizer_cls.__name__}-{device_type}',
+                     f'{optimizer_cls.__name__}(fused=True) does not run on '
+                     f'{device_type} with torch {torch.__version__} '
+                     f'({str(exc).strip().splitlines()[0][:120]}): using '
+                     f'the foreach implementation instead (fused AdamW on '
+                     f'CPU needs torch >= 2.4).')
+    return _FUSED_WORKS[key]
 
 
 def fast_kernel_kwargs(optimizer_cls: type, devices: Sequence[torch.device],
@@ -138,8 +160,9 @@ def fast_kernel_kwargs(optimizer_cls: type, devices: Sequence[torch.device],
     """``{'fused': True}`` or ``{'foreach': True}`` (or ``{}``) for
     ``optimizer_cls`` on parameters living on ``devices``.
 
-    Fused where the class takes ``fused`` and torch has fused kernels for the
-    device (CUDA; CPU too since torch 2.4: on a 2-core CPU fused AdamW + clip
+    Fused where the class takes ``fused`` and a fused step runs on the
+    device in this torch (:func:`fused_step_works`; CUDA, CPU too since
+    torch 2.4: on a 2-core CPU fused AdamW + clip
     takes a third of the time of the per-tensor loop, while ``foreach``,
     which materialises every intermediate, takes 1.5 times as long); else
     ``foreach`` where the class takes it and the device is CPU or CUDA;
@@ -151,10 +174,11 @@ def fast_kernel_kwargs(optimizer_cls: type, devices: Sequence[torch.device],
     kinds = {d.type for d in devices}
     if len(kinds) != 1:
         return {}
+    (kind, ) = kinds
     signature = inspect.signature(optimizer_cls).parameters
-    if 'fused' in signature and kinds <= set(_fused_devices()):
+    if 'fused' in signature and fused_step_works(optimizer_cls, kind):
         return {'fused': True}
-    if 'foreach' in signature and kinds <= {'cpu', 'cuda'}:
+    if 'foreach' in signature and kind in ('cpu', 'cuda'):
         return {'foreach': True}
     return {}
 

@@ -20,6 +20,7 @@ from mmengine.dist import broadcast_object_list
 from mmengine.runner import Runner
 from mmengine.utils import ManagerMixin
 
+from ..checkpoint.compat import checkpoint_safe_globals
 from ..registry import RUNNERS
 from ..upstream import set_run_timestamp
 
@@ -62,7 +63,9 @@ def unique_timestamp(timestamp: str, work_dir: str) -> str:
 class IsolatedRunner(Runner):
     """MMEngine's ``Runner`` with a run name no other run of this process
     (and no earlier log directory in ``work_dir``) has; see the module
-    docstring. Selected by ``runner_type = 'IsolatedRunner'`` (every mmdtm
+    docstring; its ``load_or_resume`` reads MMEngine checkpoints under
+    torch >= 2.6 without a process-wide allow-list. Selected by
+    ``runner_type = 'IsolatedRunner'`` (every mmdtm
     config) through :func:`build_runner` or ``RUNNERS.build(cfg)``.
     """
 
@@ -72,6 +75,13 @@ class IsolatedRunner(Runner):
         stamp = [unique_timestamp(self.timestamp, self.work_dir)]
         broadcast_object_list(stamp)
         set_run_timestamp(self, stamp[0])
+
+    def load_or_resume(self) -> None:
+        """MMEngine's ``load_from`` / ``resume``, with MMEngine's checkpoint
+        classes allowed by ``torch.load`` for this call only (torch >= 2.6
+        loads with ``weights_only=True``); nothing process-wide."""
+        with checkpoint_safe_globals():
+            super().load_or_resume()
 
 
 def build_runner(cfg: Config) -> Runner:

@@ -1,5 +1,6 @@
 """Checkpoint URLs: a clear offline error naming the URL and where to put
-the file; a file put there is then used without network."""
+the file; a file put there is then used without network. (MMEngine's
+loader is replaced only by the explicit ``setup_checkpoint_loading()``.)"""
 from urllib.error import URLError
 
 import pytest
@@ -19,7 +20,8 @@ class Tiny(BaseModule):
         self.fc = torch.nn.Linear(3, 2)
 
 
-def test_unreachable_url_names_url_and_destination(tmp_path, monkeypatch):
+def test_unreachable_url_names_url_and_destination(tmp_path, monkeypatch,
+                                                   checkpoint_loading):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     dest = url_cache_path(URL)
     assert dest == str(tmp_path / 'torch' / 'hub' / 'checkpoints' /

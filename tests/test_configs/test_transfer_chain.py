@@ -175,7 +175,7 @@ def _build_and_init(runner):
     return runner.model.backbone
 
 
-def test_pretrain_convert_finetune_segment(tmp_path):
+def test_pretrain_convert_finetune_segment(tmp_path, checkpoint_loading):
     pre_ckpt = _pretrain(tmp_path)
     pre_state = torch.load(pre_ckpt, map_location='cpu')['state_dict']
 

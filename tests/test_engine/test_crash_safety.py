@@ -155,7 +155,7 @@ def fail_half_way(monkeypatch, name):
 
 
 def test_full_disk_during_save_stops_and_keeps_the_last_checkpoint(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, checkpoint_loading):
     data = make_image_folder(str(tmp_path / 'data'), num=4)
     work = str(tmp_path / 'work')
     fail_half_way(monkeypatch, 'iter_4')
@@ -180,7 +180,8 @@ def test_full_disk_during_save_stops_and_keeps_the_last_checkpoint(
     assert torch.load(iter_2, map_location='cpu')['meta']['iter'] == 2
 
 
-def test_full_disk_skip_mode_warns_and_trains_on(tmp_path, monkeypatch):
+def test_full_disk_skip_mode_warns_and_trains_on(
+        tmp_path, monkeypatch, checkpoint_loading):
     data = make_image_folder(str(tmp_path / 'data'), num=4)
     work = str(tmp_path / 'work')
     fail_half_way(monkeypatch, 'iter_4')
@@ -215,7 +216,8 @@ def flip_a_byte_in_the_largest_tensor(src, dst):
     return info.filename
 
 
-def test_resume_skips_a_truncated_or_corrupt_latest_checkpoint(tmp_path):
+def test_resume_skips_a_truncated_or_corrupt_latest_checkpoint(
+        tmp_path, checkpoint_loading):
     data = make_image_folder(str(tmp_path / 'data'), num=4)
     work = str(tmp_path / 'work')
     build_runner(small_cfg(work, data, 4)).train()

@@ -74,7 +74,7 @@ def run_2n_and_n_plus_n(tmp_path, data, total, **extra):
 
 @pytest.mark.parametrize('case', ['rng_states_workers0',
                                   'sample_seeds_workers2'])
-def test_n_plus_n_equals_2n_bit_for_bit(tmp_path, case):
+def test_n_plus_n_equals_2n_bit_for_bit(tmp_path, case, checkpoint_loading):
     """Main-process augmentation restored from the checkpoint's RNG states
     (no SeedPerSample, num_workers=0), and augmentation in 2 worker
     processes seeded per sample (SeedPerSample); drop path in the model

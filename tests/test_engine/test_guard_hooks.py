@@ -36,7 +36,8 @@ def runner_with_nan_at(work_dir, data, bad_iters, max_iters, **options):
     return runner
 
 
-def test_nonfinite_loss_stops_naming_the_iteration(tmp_path, data):
+def test_nonfinite_loss_stops_naming_the_iteration(
+        tmp_path, data, checkpoint_loading):
     runner = runner_with_nan_at(str(tmp_path), data, {5}, max_iters=6)
     with pytest.raises(FloatingPointError,
                        match=r'non-finite loss \(nan\) at iteration 5;.*'
@@ -54,7 +55,7 @@ def test_nonfinite_loss_stops_naming_the_iteration(tmp_path, data):
         assert f.read().strip().endswith('iter_4.pth')
 
 
-def test_nonfinite_loss_skip_mode_counts(tmp_path, data):
+def test_nonfinite_loss_skip_mode_counts(tmp_path, data, checkpoint_loading):
     runner = runner_with_nan_at(
         str(tmp_path), data, {2, 3}, max_iters=4,
         custom_hooks=[dict(type='NonFiniteLossHook', action='skip')])

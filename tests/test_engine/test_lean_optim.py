@@ -14,9 +14,15 @@ from mmengine.optim import build_optim_wrapper
 from torch import nn
 
 import mmdtm  # noqa: F401  (registers the constructors)
+from mmdtm.engine import lean_optim
 from mmdtm.engine.lean_optim import fast_kernel_kwargs, merge_param_groups
 
 from ..conftest import REPO, TINY_CLIP
+
+# fused AdamW/SGD on CPU exist since torch 2.4 (decided from the version
+# here, independently of the probe under test)
+CPU_FUSED = tuple(int(x) for x in torch.__version__.split('.')[:2]) >= (2, 4)
+CPU_KERNEL = 'fused' if CPU_FUSED else 'foreach'
 
 # implementation choices, not hyper-parameters
 KERNEL_KEYS = ('foreach', 'fused')
@@ -153,7 +159,8 @@ def test_grouped_fused_step_matches_ungrouped_step():
         models.append(model)
         wrappers.append(wrapper)
     grouped = wrappers[0]
-    assert [g['fused'] for g in grouped.optimizer.param_groups] == [True] * 3
+    assert [g[CPU_KERNEL] for g in grouped.optimizer.param_groups
+            ] == [True] * 3
     assert grouped.clip_grad_kwargs == dict(max_norm=0.5, foreach=True)
     assert wrappers[1].clip_grad_kwargs == dict(max_norm=0.5)
     assert len(wrappers[1].optimizer.param_groups) == 6
@@ -207,7 +214,7 @@ def test_config_choices_are_kept():
         optimizer=dict(type='AdamW', lr=1e-3),
         constructor='LeanOptimWrapperConstructor'))
     assert len(wrapper.optimizer.param_groups) == 1
-    assert wrapper.optimizer.param_groups[0]['fused'] is True
+    assert wrapper.optimizer.param_groups[0][CPU_KERNEL] is True
     wrapper = build_optim_wrapper(model, dict(
         optimizer=dict(type='LARS', lr=1e-3),
         constructor='LeanOptimWrapperConstructor'))
@@ -217,12 +224,14 @@ def test_config_choices_are_kept():
 def test_fast_kernel_choice():
     cpu, cuda = torch.device('cpu'), torch.device('cuda', 0)
     adamw, sgd = torch.optim.AdamW, torch.optim.SGD
-    assert fast_kernel_kwargs(adamw, [cuda], {}) == {'fused': True}
-    assert fast_kernel_kwargs(adamw, [cpu], {}) == {'fused': True}
+    # CUDA is probed only where it exists
+    on_cuda = 'fused' if torch.cuda.is_available() else 'foreach'
+    assert fast_kernel_kwargs(adamw, [cuda], {}) == {on_cuda: True}
+    assert fast_kernel_kwargs(adamw, [cpu], {}) == {CPU_KERNEL: True}
     # no fused kernel in the class: foreach
     assert fast_kernel_kwargs(torch.optim.RMSprop, [cpu], {}) == {
         'foreach': True}
-    assert fast_kernel_kwargs(sgd, [cuda], {}) == {'fused': True}
+    assert fast_kernel_kwargs(sgd, [cuda], {}) == {on_cuda: True}
     assert fast_kernel_kwargs(adamw, [cpu, cuda], {}) == {}
     assert fast_kernel_kwargs(adamw, [torch.device('meta')], {}) == {}
     assert fast_kernel_kwargs(adamw, [cuda], {'fused': False}) == {}
@@ -246,3 +255,45 @@ def test_merge_keeps_order_names_and_distinct_settings():
     assert merged[0]['betas'] == (0.9, 0.999) and merged[0]['lr'] == 1.0
     with pytest.raises(ValueError, match='betas'):
         merge_param_groups(groups)
+
+
+def test_no_fused_cpu_kernel_degrades_with_one_line(monkeypatch):
+    """Where fused AdamW does not run on CPU (torch < 2.4; simulated on a
+    newer torch), the constructor takes foreach, logs one line for the
+    whole process, and training steps."""
+    import mmengine.logging
+
+    lines = []
+    monkeypatch.setattr(mmengine.logging, 'print_log',
+                        lambda msg, **kw: lines.append(msg))
+    monkeypatch.setattr(lean_optim, '_FUSED_WORKS', {})
+    monkeypatch.setattr('mmdtm.degrade._TOLD', set())
+    if CPU_FUSED:  # newer torch: AdamW refuses fused CPU params as before 2.4
+        init = torch.optim.AdamW.__init__
+
+        @functools.wraps(init)  # same signature for the constructor
+        def refusing_init(self, params, *args, **kwargs):
+            params = list(params)
+            tensors = [p for g in params for p in (
+                g['params'] if isinstance(g, dict) else [g])]
+            if kwargs.get('fused') and any(p.device.type == 'cpu'
+                                           for p in tensors):
+                raise RuntimeError('`fused=True` requires all the params '
+                                   'to be CUDA, floating point Tensor')
+            init(self, params, *args, **kwargs)
+
+        monkeypatch.setattr(torch.optim.AdamW, '__init__', refusing_init)
+    cfg = copy.deepcopy(TINY_CFG)
+    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(3))
+    for _ in range(2):
+        model = _tiny()
+        wrapper = build_optim_wrapper(model, copy.deepcopy(cfg))
+        assert all(g['foreach'] is True and not g['fused']
+                   for g in wrapper.optimizer.param_groups)
+        before = model[0].weight.detach().clone()
+        wrapper.update_params(model(x).square().mean())
+        assert not torch.equal(model[0].weight, before)
+    lines = [line for line in lines if 'fused=True' in line]
+    assert len(lines) == 1, lines
+    assert 'AdamW' in lines[0] and 'foreach' in lines[0] and (
+        torch.__version__ in lines[0])

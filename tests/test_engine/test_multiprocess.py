@@ -125,7 +125,8 @@ def load(path):
     return torch.load(path, map_location='cpu')
 
 
-def test_two_processes_gloo_and_resume(two_procs, tmp_path):
+def test_two_processes_gloo_and_resume(
+        two_procs, tmp_path, checkpoint_loading):
     cfg, data, env, first = two_procs
     r0, r1 = load(f'{first}/rank0.pth'), load(f'{first}/rank1.pth')
     ckpt = load(f'{first}/iter_4.pth')

@@ -28,7 +28,7 @@ def _losses(work_dir):
     return [entry['loss'] for entry in logs if 'loss' in entry]
 
 
-def test_toy_training_runs_and_loss_decreases(tmp_path):
+def test_toy_training_runs_and_loss_decreases(tmp_path, checkpoint_loading):
     data = make_image_folder(str(tmp_path / 'data'), num=4)
     cfg = toy_config(
         str(tmp_path / 'work'), data, max_iters=60,

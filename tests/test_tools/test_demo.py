@@ -27,7 +27,7 @@ def test_demo_images_are_shipped_with_their_licences():
     assert total < 3 * 2**20
 
 
-def test_demo_short_schedule(tmp_path, capsys):
+def test_demo_short_schedule(tmp_path, capsys, checkpoint_loading):
     work = tmp_path / 'demo'
     out = demo.main(['--work-dir', str(work), '--iters', '4'])
     printed = capsys.readouterr().out

@@ -21,7 +21,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_train_sh_two_processes_on_cpu(tmp_path):
+def test_train_sh_two_processes_on_cpu(tmp_path, checkpoint_loading):
     """`tools/train.sh <toy config> 2` trains 3 iterations with 2 processes
     and writes one checkpoint."""
     data = make_image_folder(str(tmp_path / 'data'), num=8)

@@ -95,7 +95,7 @@ def test_grid_mismatch_fails_at_build_naming_both_grids():
     assert MODELS.build(cfg.model).target_generator.num_patches == 196
 
 
-def test_tiny_dtm_run_with_a_timm_tower_teacher(tmp_path):
+def test_tiny_dtm_run_with_a_timm_tower_teacher(tmp_path, checkpoint_loading):
     """The toy DTM config trained by the Runner with an EVA02-style timm
     tower teacher (patch 14, input resized to the student's 4x4 grid)."""
     data = make_image_folder(str(tmp_path / 'data'), num=4)
