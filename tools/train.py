@@ -6,6 +6,9 @@ Single process::
 
 Several processes (one per GPU, or CPU processes with the gloo backend when
 no CUDA device exists): ``tools/train.sh CONFIG GPUS [flags]``.
+
+Exit codes: 0 done; 75 pre-empted (a signal of ``PreemptionHook``: the
+checkpoint is written, resume with ``--resume auto``); others: failed.
 """
 import argparse
 import os
@@ -21,7 +24,8 @@ import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdtm.engine import build_runner  # noqa: E402
+from mmdtm.engine import (PREEMPTED_EXIT_CODE, Preempted,  # noqa: E402
+                          build_runner)
 from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
                                 cpu_distributed_fallback, prepare_restart)
 from mmdtm.engine.lost_ranks import report_lost_ranks  # noqa: E402
@@ -119,9 +123,13 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     prepare_restart(cfg, args.launcher)
     cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)
-    with report_lost_ranks(runner):  # names ranks lost by a collective
-        runner.train()
+    try:
+        with report_lost_ranks(runner):  # names ranks lost by a collective
+            runner.train()
+            close_group()
+    except Preempted:  # the checkpoint is written (PreemptionHook)
         close_group()
+        sys.exit(PREEMPTED_EXIT_CODE)
     return runner
 
 

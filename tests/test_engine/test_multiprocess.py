@@ -18,8 +18,9 @@ from .test_exact_resume import logged_losses
 
 # Registers a hook that saves, per rank, the final state_dict and the groups
 # per level that rank's loss used at every iteration.
-# FaultHook: MMDTM_TEST_FAULT='RANK:ITER:SIGNAL' makes rank RANK send
-# itself SIGNAL before iteration ITER (in torchrun's first attempt only).
+# FaultHook: MMDTM_TEST_FAULT='RANK:ITER:SIGNAL[:TARGET]' makes rank RANK
+# send SIGNAL to itself (or TARGET) before iteration ITER (in torchrun's
+# first attempt only).
 # MMDTM_TEST_LATE_RANK=R: rank R of torchrun's first restart joins the group
 # 2 s late (it imports this module with the config, before joining), so
 # that the others would read what the failed attempt left in the store.
@@ -39,16 +40,38 @@ HELPER = textwrap.dedent('''
         time.sleep(2)
 
 
+    def _parent_of(pid):
+        with open(f'/proc/{pid}/stat') as f:
+            return int(f.read().rsplit(')', 1)[1].split()[1])
+
+
     @HOOKS.register_module()
     class FaultHook(Hook):
+        """MMDTM_TEST_FAULT='RANK:ITER:SIGNAL[:TARGET]': rank RANK sends
+        SIGNAL before iteration ITER (torchrun's first attempt only) to
+        itself, or (TARGET) to its 'parent' (a Slurm batch shell) or to the
+        'launcher' (the shell above torchrun); then it waits until the
+        signal has come back to it as a pre-emption flag."""
+
         def before_train_iter(self, runner, batch_idx, data_batch=None):
             spec = os.environ.get('MMDTM_TEST_FAULT')
             if not spec or os.environ.get('TORCHELASTIC_RESTART_COUNT',
                                           '0') != '0':
                 return
-            rank, at, sig = spec.split(':')
-            if get_rank() == int(rank) and runner.iter == int(at):
-                os.kill(os.getpid(), getattr(signal, sig))
+            rank, at, sig, *target = spec.split(':')
+            if get_rank() != int(rank) or runner.iter != int(at):
+                return
+            pid = {'parent': os.getppid(),
+                   'launcher': _parent_of(os.getppid())}.get(
+                       target[0] if target else 'self', os.getpid())
+            os.kill(pid, getattr(signal, sig))
+            if pid == os.getpid():
+                return
+            flag = next(h for h in runner.hooks
+                        if type(h).__name__ == 'PreemptionHook')
+            deadline = time.monotonic() + 120  # a hang guard only
+            while not flag.signal_received and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
     @HOOKS.register_module()
@@ -163,6 +186,7 @@ def test_two_processes_gloo_and_resume(two_procs, tmp_path):
         assert b['groups'] == {k: v for k, v in a['groups'].items() if k >= 2}
 
 
+@pytest.mark.slow
 def test_elastic_restart_after_a_killed_worker(two_procs, tmp_path):
     """Rank 1 is SIGKILLed after the checkpoint of iteration 2: torchrun
     (MAX_RESTARTS unset: the default) restarts both workers, which resume
@@ -187,6 +211,7 @@ def test_elastic_restart_after_a_killed_worker(two_procs, tmp_path):
     assert losses == logged_losses(first)
 
 
+@pytest.mark.slow
 def test_a_stopped_peer_fails_the_run_naming_it(two_procs, tmp_path):
     """Two processes started without torchrun (as under srun); rank 1
     stops answering (SIGSTOP: a hung process or a lost node, no socket is
@@ -220,3 +245,64 @@ def test_a_stopped_peer_fails_the_run_naming_it(two_procs, tmp_path):
     assert 'LostRanksError: rank 0: rank(s) [1] stopped answering' in out
     assert f'--resume auto (work dir {work}; the last complete checkpoint ' \
         f'is {osp.join(work, "iter_2.pth")})' in out
+
+
+def assert_same(a, b, where=''):
+    """``a`` and ``b`` equal bit for bit (nested dicts, lists, tensors)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same(a[key], b[key], f'{where}.{key}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f'{where}[{i}]')
+    else:
+        assert a == b, where
+
+
+@pytest.mark.slow
+def test_preemption_signal_stops_both_ranks_then_resume_is_exact(
+        two_procs, tmp_path):
+    """tools/train.sh (2 gloo workers) gets SIGUSR1 before the first
+    iteration ends, in the middle of the first epoch (2 iterations each).
+    It passes it to torchrun as SIGTERM; rank 1 holds until the signal has
+    reached it, rank 0 may not have it yet: the all-reduce of the flag
+    stops both after iteration 1, iter_1.pth is written and the launcher
+    exits with 75. `--resume auto` then ends bit-identical to the
+    uninterrupted run: weights, schedules, every logged loss, optimizer
+    and scheduler state."""
+    cfg, data, env, first = two_procs
+    work = str(tmp_path / 'preempted')
+    proc = subprocess.run(
+        ['bash', osp.join(REPO, 'tools', 'train.sh'), cfg, '2',
+         '--work-dir', work, '--cfg-options',
+         f'train_dataloader.dataset.data_root={data}', *OPTIONS],
+        env=dict(env, PORT=str(free_port()),
+                 MMDTM_TEST_FAULT='1:0:SIGUSR1:launcher'),
+        capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 75, out[-3000:]
+    assert 'pre-empted (SIGTERM) after iteration 1: checkpoint ' \
+        f'{osp.join(work, "iter_1.pth")} written. Exiting with code 75' in out
+    assert 'dist_launch.sh: pre-empted (SIGUSR1' in out
+    assert sorted(f for f in os.listdir(work) if 'pth' in f) == [
+        'iter_1.pth']  # written once, by rank 0, through the atomic path
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        assert f.read().strip() == osp.join(work, 'iter_1.pth')
+    assert load(osp.join(work, 'iter_1.pth'))['meta']['iter'] == 1
+
+    train_2proc(cfg, data, work, env, '--resume', 'auto')
+    for rank in (0, 1):
+        a = load(f'{first}/rank{rank}.pth')
+        b = load(f'{work}/rank{rank}.pth')
+        assert_same(a['state_dict'], b['state_dict'], f'rank{rank}')
+        assert b['groups'] == {k: v for k, v in a['groups'].items() if k >= 1}
+    losses = logged_losses(work)  # both runs' logs
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert losses == logged_losses(first)
+    a, b = load(f'{first}/iter_4.pth'), load(f'{work}/iter_4.pth')
+    for key in ('state_dict', 'optimizer', 'param_schedulers', 'rng_states'):
+        assert_same(a[key], b[key], key)

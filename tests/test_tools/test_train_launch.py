@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from ..conftest import TOY_CFG, make_image_folder
+from ..conftest import REPO, TOY_CFG, make_image_folder
 from ._load import TOOLS, load_tool
 
 train = load_tool('train')
@@ -133,44 +133,97 @@ def test_cpu_fallback_from_slurm_variables(monkeypatch):
         cpu_distributed_fallback(cfg, 'torchrun')
 
 
+# Stand-ins for Slurm's commands that run the job on this machine: sbatch
+# runs the batch script at once (job 42, its --export applied), srun starts
+# one task, scontrol records requeues and names this host.
+SBATCH = """#!/usr/bin/env bash
+echo "sbatch $*" >> "$SLURM_LOG"
+while [ $# -gt 0 ]; do case "$1" in
+  --export=*) IFS=, read -ra kv <<< "${1#--export=}"
+              for x in "${kv[@]}"; do [ "$x" = ALL ] || export "$x"; done
+              shift;;
+  -p) shift 2;; -*) shift;; *) break;; esac; done
+export SLURM_JOB_ID=42
+exec bash "$@"
+"""
+SRUN = """#!/usr/bin/env bash
+echo "srun $*" >> "$SLURM_LOG"
+while [ $# -gt 0 ]; do case "$1" in -*) shift;; *) break;; esac; done
+export SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 SLURM_NODELIST=node1
+exec "$@"
+"""
+SCONTROL = """#!/usr/bin/env bash
+case "$1" in
+  requeue) echo "scontrol requeue $2" >> "$SLURM_LOG";;
+  show) echo 127.0.0.1;;
+esac
+"""
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
-def test_slurm_train_sh_through_a_stand_in_srun(tmp_path):
-    """tools/slurm_train.sh -> srun -> train.py --launcher slurm, with
-    stand-ins for srun and scontrol that start one task on this machine."""
+def test_slurm_train_sh_requeues_a_preempted_job(tmp_path):
+    """tools/slurm_train.sh submits itself (sbatch --requeue, the signal
+    120 s ahead); in the job, srun -> train.py --launcher slurm. Slurm's
+    SIGUSR1 to the batch shell (sent here by the task before iteration 2)
+    reaches the task, which writes iter_2.pth and exits 75; the script
+    requeues the job. The requeued job (SLURM_RESTART_COUNT=1) resumes
+    with --resume auto and finishes."""
+    from ..test_engine.test_multiprocess import HELPER
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
-    (bin_dir / 'srun').write_text(
-        '#!/usr/bin/env bash\n'
-        'echo "srun $*" > "$SRUN_LOG"\n'
-        'while [ $# -gt 0 ]; do case "$1" in\n'
-        '  -p) shift 2;; -*) shift;; *) break;; esac; done\n'
-        'export SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 '
-        'SLURM_NODELIST=node1\n'
-        'exec "$@"\n')
-    (bin_dir / 'scontrol').write_text('#!/usr/bin/env bash\necho 127.0.0.1\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
+    for name, text in (('sbatch', SBATCH), ('srun', SRUN),
+                       ('scontrol', SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / 'fault_helper.py').write_text(HELPER)
+    cfg = tmp_path / 'toy_fault.py'
+    cfg.write_text(f'_base_ = [{TOY_CFG!r}]\n'
+                   "custom_imports = dict(imports=['mmdtm', 'fault_helper'],"
+                   " allow_failed_imports=False)\n"
+                   "custom_hooks = [dict(type='FaultHook')]\n")
     data = make_image_folder(str(tmp_path / 'data'), num=4)
     work = tmp_path / 'work'
+    log = tmp_path / 'slurm.log'
     env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}',
-               PYTHON=sys.executable, GPUS='1', PORT=str(_free_port()),
-               SRUN_LOG=str(tmp_path / 'srun.log'), OMP_NUM_THREADS='1')
-    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR'):
+               PYTHON=sys.executable, GPUS='1', SLURM_LOG=str(log),
+               PORT='0',  # one task: its store takes any free port
+               PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]),
+               OMP_NUM_THREADS='1', MMDTM_TEST_FAULT='0:1:SIGUSR1:parent')
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                'SLURM_JOB_ID', 'SLURM_RESTART_COUNT', 'MMDTM_SLURM_BATCH'):
         env.pop(key, None)
-    proc = subprocess.run(
-        ['bash', osp.join(TOOLS, 'slurm_train.sh'), 'cpu', 'dtm_toy', TOY_CFG,
-         '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={data}',
-         'train_dataloader.batch_size=2', 'train_cfg.max_iters=2',
-         'default_hooks.checkpoint.interval=2'],
-        env=env, capture_output=True, text=True, timeout=600)
+    command = ['bash', osp.join(TOOLS, 'slurm_train.sh'), 'cpu', 'dtm_toy',
+               str(cfg), '--work-dir', str(work), '--cfg-options',
+               f'train_dataloader.dataset.data_root={data}',
+               'train_dataloader.batch_size=2', 'train_cfg.max_iters=4',
+               'default_hooks.checkpoint.interval=4']
+    proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 75, out[-3000:]
+    calls = log.read_text()
+    assert '-p cpu --job-name=dtm_toy --nodes=1 --gres=gpu:1 --ntasks=1 ' \
+        '--ntasks-per-node=1 --cpus-per-task=5 --requeue ' \
+        '--signal=B:USR1@120 ' in calls
+    assert 'srun --kill-on-bad-exit=1 ' in calls and '--launcher slurm' in calls
+    assert calls.strip().endswith('scontrol requeue 42')
+    assert "-> 'gloo' (CPU), world size 1" in out
+    assert 'pre-empted (SIGUSR1) after iteration 2' in out
+    assert sorted(p for p in os.listdir(work) if 'pth' in p) == ['iter_2.pth']
+
+    # Slurm starts the requeued job with SLURM_RESTART_COUNT=1
+    log.write_text('')
+    proc = subprocess.run(command, env=dict(env, SLURM_RESTART_COUNT='1'),
+                          capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    srun = (tmp_path / 'srun.log').read_text()
-    assert '-p cpu --job-name=dtm_toy --gres=gpu:1 --ntasks=1' in srun
-    assert '--launcher slurm' in srun
-    assert "-> 'gloo' (CPU), world size 1" in out
-    assert (work / 'iter_2.pth').is_file()
+    assert 'resuming with --resume auto' in out
+    assert '--resume auto' in log.read_text()
+    assert 'scontrol requeue' not in log.read_text()
+    assert 'Resuming at iteration 2' in out
+    assert torch.load(work / 'iter_4.pth', map_location='cpu')['meta'][
+        'iter'] == 4
 
 
 @pytest.mark.parametrize('value, expected', [(None, '3'), ('0', '0')])

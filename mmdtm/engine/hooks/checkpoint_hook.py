@@ -254,6 +254,29 @@ class SafeCheckpointHook(CheckpointHook):
             if osp.isfile(path):
                 os.remove(path)
 
+    def save_now(self, runner) -> Optional[str]:
+        """Save the iteration that just ended, outside the interval (on
+        pre-emption: :class:`~mmdtm.engine.hooks.PreemptionHook`).
+
+        Call it from ``after_train_iter`` on every rank (the RNG states are
+        gathered) of an iteration-based run. Nothing is written again if
+        the interval save has just written this iteration.
+
+        Returns:
+            The checkpoint's path, or ``None`` if the save failed and
+            ``on_save_error='skip'`` let the run go on.
+        """
+        if self.by_epoch:
+            raise ValueError('save_now: an epoch-based run resumes at epoch '
+                             'starts; a checkpoint of an iteration would '
+                             'skip the rest of the epoch')
+        step = runner.iter + 1
+        path = osp.join(self.out_dir, self.filename_tmpl.format(step))
+        if self.last_ckpt != path:
+            self._save_checkpoint_with_step(
+                runner, step, dict(epoch=runner.epoch, iter=step))
+        return path if self.last_ckpt == path else None
+
     def _write(self, runner, filename: str, meta: dict) -> None:
         """Write ``filename`` through a ``.tmp`` file and a rename, then
         point ``last_checkpoint`` at it (only the main process writes)."""
