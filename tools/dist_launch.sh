@@ -4,6 +4,8 @@
 #
 #   tools/dist_launch.sh SCRIPT NPROC [script arguments...]
 #
+# One node: torchrun's standalone rendezvous (--standalone), which binds a
+# free port itself, so that launches on one machine never race for a port.
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT. PYTHON defaults to the
 # repository's .venv. TORCHRUN_ARGS: more torchrun flags (word-split).
 #
@@ -36,12 +38,15 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # job control: torchrun runs in the background without ignoring SIGINT
 set -m
+if [ "$NNODES" = 1 ]; then
+    rendezvous=(--standalone)
+else
+    rendezvous=(--nnodes="$NNODES" --node_rank="$NODE_RANK"
+                --master_addr="$MASTER_ADDR" --master_port="$PORT")
+fi
 # shellcheck disable=SC2086
 "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --master_port="$PORT" \
+    "${rendezvous[@]}" \
     --nproc_per_node="$NPROC" \
     --max-restarts="$MAX_RESTARTS" \
     ${TORCHRUN_ARGS:-} \

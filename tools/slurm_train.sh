@@ -65,7 +65,8 @@ if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
          "resuming with --resume auto" >&2
     flags+=(--resume auto)
 fi
-export MASTER_PORT=${PORT:-29500}
+# jobs sharing a node get different ports (from the job id), not one fixed one
+export MASTER_PORT=${PORT:-$(( 20000 + SLURM_JOB_ID % 10000 ))}
 # shellcheck disable=SC2086
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun --kill-on-bad-exit=1 ${SRUN_ARGS:-} \

@@ -3,7 +3,6 @@ one checkpoint, per-rank morphing schedules, an exact 2-process resume, an
 elastic restart after a killed worker, and no hang when a peer stops."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import textwrap
@@ -93,12 +92,6 @@ HELPER = textwrap.dedent('''
 ''')
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 OPTIONS = ['train_dataloader.batch_size=2', 'train_cfg.max_iters=4',
            'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
            'param_scheduler.1.end=4', 'default_hooks.logger.interval=1',
@@ -112,8 +105,7 @@ def train_2proc(cfg, data, work_dir, env, *flags):
         ['bash', osp.join(REPO, 'tools', 'train.sh'), cfg, '2',
          '--work-dir', work_dir, *flags, '--cfg-options',
          f'train_dataloader.dataset.data_root={data}', *OPTIONS],
-        env=dict(env, PORT=str(free_port())), capture_output=True,
-        text=True, timeout=600)
+        env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -137,7 +129,7 @@ def two_procs(tmp_path_factory):
                    [str(tmp_path), REPO] +
                    [p for p in sys.path if 'mmcvlite' in p]))
     for key in ('MAX_RESTARTS', 'MMDTM_TEST_FAULT', 'MMDTM_TEST_LATE_RANK',
-                'TORCHELASTIC_RESTART_COUNT'):
+                'TORCHELASTIC_RESTART_COUNT', 'NNODES', 'PORT'):
         env.pop(key, None)
     first = str(tmp_path / 'first')
     train_2proc(str(cfg), data, first, env)
@@ -216,10 +208,13 @@ def test_a_stopped_peer_fails_the_run_naming_it(two_procs, tmp_path):
     """Two processes started without torchrun (as under srun); rank 1
     stops answering (SIGSTOP: a hung process or a lost node, no socket is
     closed). Rank 0 exits non-zero after the collective timeout (shortened
-    to 8 s here) naming rank 1 and how to resume, instead of hanging."""
+    to 8 s here) naming rank 1 and how to resume, instead of hanging.
+    The test hosts the rendezvous store, as torchrun's agent would (on a
+    port it binds itself: no port is picked in advance)."""
     cfg, data, env, _ = two_procs
     work = str(tmp_path / 'work')
-    port = str(free_port())
+    store = torch.distributed.TCPStore('127.0.0.1', 0, is_master=True,
+                                       wait_for_workers=False)
     procs, logs = [], []
     for rank in (0, 1):
         logs.append(tmp_path / f'rank{rank}.out')
@@ -230,7 +225,10 @@ def test_a_stopped_peer_fails_the_run_naming_it(two_procs, tmp_path):
              'env_cfg.dist_cfg.timeout=8'],
             env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank),
                      WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
-                     MASTER_PORT=port, MMDTM_TEST_FAULT='1:2:SIGSTOP'),
+                     MASTER_PORT=str(store.port),
+                     TORCHELASTIC_USE_AGENT_STORE='True',
+                     TORCHELASTIC_RESTART_COUNT='0',
+                     MMDTM_TEST_FAULT='1:2:SIGSTOP'),
             stdout=open(logs[-1], 'w'), stderr=subprocess.STDOUT))
     try:
         returncode = procs[0].wait(timeout=600)  # hang guard
@@ -280,8 +278,7 @@ def test_preemption_signal_stops_both_ranks_then_resume_is_exact(
         ['bash', osp.join(REPO, 'tools', 'train.sh'), cfg, '2',
          '--work-dir', work, '--cfg-options',
          f'train_dataloader.dataset.data_root={data}', *OPTIONS],
-        env=dict(env, PORT=str(free_port()),
-                 MMDTM_TEST_FAULT='1:0:SIGUSR1:launcher'),
+        env=dict(env, MMDTM_TEST_FAULT='1:0:SIGUSR1:launcher'),
         capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 75, out[-3000:]

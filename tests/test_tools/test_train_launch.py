@@ -1,7 +1,6 @@
 """tools/train.sh (torchrun, CPU gloo fallback) and tools/train.py's flags."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -15,19 +14,13 @@ from ._load import TOOLS, load_tool
 train = load_tool('train')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_train_sh_two_processes_on_cpu(tmp_path):
     """`tools/train.sh <toy config> 2` trains 3 iterations with 2 processes
     and writes one checkpoint."""
     data = make_image_folder(str(tmp_path / 'data'), num=8)
     work = tmp_path / 'work'
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
-               OMP_NUM_THREADS='1')
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    env.pop('PORT', None)  # one node: torchrun binds a free port itself
     proc = subprocess.run(
         ['bash', osp.join(TOOLS, 'train.sh'), TOY_CFG, '2',
          '--work-dir', str(work), '--cfg-options',
@@ -116,7 +109,7 @@ def test_cpu_fallback_from_slurm_variables(monkeypatch):
     monkeypatch.setenv('SLURM_NTASKS', '1')
     monkeypatch.setenv('SLURM_LOCALID', '0')
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    monkeypatch.setenv('MASTER_PORT', '0')  # one process: any free port
     cfg = Config.fromfile(TOY_CFG)
     cfg.env_cfg.dist_cfg.backend = 'nccl'
     assert cpu_distributed_fallback(cfg.copy(), 'none') is False
@@ -239,6 +232,27 @@ def test_dist_launch_max_restarts_from_the_environment(value, expected):
     assert proc.returncode == 0, proc.stderr
     assert f'--max-restarts={expected} ' in proc.stdout
     assert '--nproc_per_node=2' in proc.stdout
+
+
+def test_dist_launch_lets_torchrun_pick_the_port_on_one_node():
+    """One node: --standalone (torchrun binds a free port itself, so two
+    launches on one machine cannot race for a port picked before);
+    several nodes: the rendezvous at MASTER_ADDR:PORT."""
+    env = dict(os.environ, PYTHON='echo', PORT='29511')
+    env.pop('NNODES', None)
+    one = subprocess.run(
+        ['bash', osp.join(TOOLS, 'dist_launch.sh'), 'train.py', '2', 'cfg'],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert one.returncode == 0, one.stderr
+    assert '--standalone ' in one.stdout and 'master_port' not in one.stdout
+    two = subprocess.run(
+        ['bash', osp.join(TOOLS, 'dist_launch.sh'), 'train.py', '2', 'cfg'],
+        env=dict(env, NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.1'),
+        capture_output=True, text=True, timeout=60)
+    assert two.returncode == 0, two.stderr
+    assert '--standalone' not in two.stdout
+    assert '--nnodes=2 --node_rank=1 --master_addr=10.0.0.1 ' \
+        '--master_port=29511 ' in two.stdout
 
 
 def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,
