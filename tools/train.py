@@ -23,7 +23,10 @@ if REPO not in sys.path:  # a fresh clone works without `pip install -e .`
 import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import \
+    record  # noqa: E402
 
+from mmdtm.datasets import check_data_roots  # noqa: E402
 from mmdtm.engine import (PREEMPTED_EXIT_CODE, Preempted,  # noqa: E402
                           build_runner)
 from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
@@ -115,11 +118,13 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+@record  # torchrun's summary then shows this process's exception
 def main(argv: Optional[List[str]] = None) -> Runner:
     args = parse_args(argv)
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_data_roots(cfg, ('train_dataloader',))  # names the key to set
     prepare_restart(cfg, args.launcher)
     cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)

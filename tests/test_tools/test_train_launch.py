@@ -274,3 +274,30 @@ def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
     assert prepare_restart(cfg, 'none') is True
     assert (cfg.resume, cfg.load_from) == (True, None)
+
+
+@pytest.mark.slow
+def test_a_failed_launch_names_the_cause_in_its_last_lines(tmp_path):
+    """`tools/train.sh CONFIG 1` without the data, as a new user tries it
+    (with one of torchrun's restarts, so that the error is printed twice
+    on the way): the last lines, torchrun's summary, carry the worker's
+    exception (its error file, through @record), which names the config
+    key to set and the README section."""
+    missing = str(tmp_path / 'data' / 'imagenet')
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+               MAX_RESTARTS='1')
+    for key in ('NNODES', 'PORT'):
+        env.pop(key, None)
+    proc = subprocess.run(
+        ['bash', osp.join(TOOLS, 'train.sh'), TOY_CFG, '1',
+         '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+         f'train_dataloader.dataset.data_root={missing}'],
+        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode != 0
+    last = '\n'.join(proc.stdout.strip().splitlines()[-12:])
+    assert 'FileNotFoundError: train_dataloader.dataset.data_root: no such ' \
+        f"folder '{missing}'" in last, last
+    assert 'README.md, section "Training on ImageNet"' in last, last
+    assert 'error_file: <N/A>' not in proc.stdout
+    assert proc.stdout.count('Root Cause') == 1  # one summary, at the end
