@@ -17,9 +17,10 @@ from .test_exact_resume import logged_losses
 
 # Registers a hook that saves, per rank, the final state_dict and the groups
 # per level that rank's loss used at every iteration.
-# FaultHook: MMDTM_TEST_FAULT='RANK:ITER:SIGNAL[:TARGET]' makes rank RANK
-# send SIGNAL to itself (or TARGET) before iteration ITER (in torchrun's
-# first attempt only).
+# FaultHook: MMDTM_TEST_FAULT='RANK:ITER:SIGNAL[:TARGET][@ATTEMPT],...'
+# makes rank RANK send SIGNAL to itself (or TARGET) before iteration ITER,
+# in torchrun's attempt ATTEMPT (default 0, the first); TARGET 'save'
+# instead kills the rank half way through writing the checkpoint of ITER.
 # MMDTM_TEST_LATE_RANK=R: rank R of torchrun's first restart joins the group
 # 2 s late (it imports this module with the config, before joining), so
 # that the others would read what the failed attempt left in the store.
@@ -30,6 +31,7 @@ HELPER = textwrap.dedent('''
 
     import torch
     from mmengine.dist import get_rank
+    from mmengine.fileio.backends import local_backend
     from mmengine.hooks import Hook
     from mmengine.model import is_model_wrapper
     from mmpretrain.registry import HOOKS
@@ -39,6 +41,38 @@ HELPER = textwrap.dedent('''
         time.sleep(2)
 
 
+    def my_faults():
+        """(iteration, signal, target) of this rank in this attempt."""
+        attempt = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or '0'
+        rank = os.environ.get('RANK', '0')
+        for spec in filter(None, os.environ.get('MMDTM_TEST_FAULT',
+                                                '').split(',')):
+            spec, _, when = spec.partition('@')
+            fault_rank, at, sig, *target = spec.split(':')
+            if fault_rank == rank and (when or '0') == attempt:
+                yield int(at), sig, (target[0] if target else 'self')
+
+
+    def _kill_during_save(at):
+        """Write half of iter_AT.pth.tmp, then SIGKILL this process."""
+        original = local_backend.LocalBackend.put
+
+        def put(self, obj, filepath):
+            if f'iter_{at}.pth' in str(filepath):
+                with open(filepath, 'wb') as f:
+                    f.write(obj[:len(obj) // 2])
+                    f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(self, obj, filepath)
+
+        local_backend.LocalBackend.put = put
+
+
+    for _at, _sig, _target in my_faults():
+        if _target == 'save':
+            _kill_during_save(_at)
+
+
     def _parent_of(pid):
         with open(f'/proc/{pid}/stat') as f:
             return int(f.read().rsplit(')', 1)[1].split()[1])
@@ -46,31 +80,27 @@ HELPER = textwrap.dedent('''
 
     @HOOKS.register_module()
     class FaultHook(Hook):
-        """MMDTM_TEST_FAULT='RANK:ITER:SIGNAL[:TARGET]': rank RANK sends
-        SIGNAL before iteration ITER (torchrun's first attempt only) to
-        itself, or (TARGET) to its 'parent' (a Slurm batch shell) or to the
-        'launcher' (the shell above torchrun); then it waits until the
-        signal has come back to it as a pre-emption flag."""
+        """Sends the signals of MMDTM_TEST_FAULT (see above) to this
+        process, or to its 'parent' (a Slurm batch shell) or to the
+        'launcher' (the shell above torchrun); a signal sent elsewhere is
+        waited for until it has come back as a pre-emption flag."""
 
         def before_train_iter(self, runner, batch_idx, data_batch=None):
-            spec = os.environ.get('MMDTM_TEST_FAULT')
-            if not spec or os.environ.get('TORCHELASTIC_RESTART_COUNT',
-                                          '0') != '0':
-                return
-            rank, at, sig, *target = spec.split(':')
-            if get_rank() != int(rank) or runner.iter != int(at):
-                return
-            pid = {'parent': os.getppid(),
-                   'launcher': _parent_of(os.getppid())}.get(
-                       target[0] if target else 'self', os.getpid())
-            os.kill(pid, getattr(signal, sig))
-            if pid == os.getpid():
-                return
-            flag = next(h for h in runner.hooks
-                        if type(h).__name__ == 'PreemptionHook')
-            deadline = time.monotonic() + 120  # a hang guard only
-            while not flag.signal_received and time.monotonic() < deadline:
-                time.sleep(0.05)
+            for at, sig, target in my_faults():
+                if runner.iter != at or target == 'save':
+                    continue
+                pid = {'parent': os.getppid(),
+                       'launcher': _parent_of(os.getppid())}.get(
+                           target, os.getpid())
+                os.kill(pid, getattr(signal, sig))
+                if pid == os.getpid():
+                    continue
+                flag = next(h for h in runner.hooks
+                            if type(h).__name__ == 'PreemptionHook')
+                deadline = time.monotonic() + 120  # a hang guard only
+                while (not flag.signal_received
+                       and time.monotonic() < deadline):
+                    time.sleep(0.05)
 
 
     @HOOKS.register_module()
@@ -201,6 +231,40 @@ def test_elastic_restart_after_a_killed_worker(two_procs, tmp_path):
     losses = logged_losses(work)  # both attempts' logs
     assert sorted(losses) == [1, 2, 3, 4]
     assert losses == logged_losses(first)
+
+
+@pytest.mark.slow
+def test_rank0_killed_between_saves_then_during_a_save(two_procs, tmp_path):
+    """Rank 0 (which alone writes checkpoints) dies twice in one torchrun
+    launch: SIGKILLed before iteration 4, after the checkpoint of iteration
+    2 (between saves); then, in the first restart, SIGKILLed half way
+    through writing iter_4.pth. Each time torchrun restarts both workers,
+    which resume from iter_2.pth (the partial iter_4.pth.tmp is never
+    taken); the run ends bit-identical to the uninterrupted one."""
+    cfg, data, env, first = two_procs
+    work = str(tmp_path / 'rank0')
+    out = train_2proc(cfg, data, work,
+                      dict(env, MMDTM_TEST_FAULT='0:3:SIGKILL,0:4:SIGKILL:save@1',
+                           MMDTM_TEST_LATE_RANK='0'))
+    resumed = f'resuming from the newest complete checkpoint in {work}'
+    assert f'torchrun restart 1: {resumed}' in out
+    assert f'torchrun restart 2: {resumed}' in out
+    assert 'torchrun restart 3' not in out
+    assert out.count('removing ') == 1 and 'iter_4.pth.tmp, left by an ' \
+        'interrupted checkpoint save' in out
+    assert sorted(f for f in os.listdir(work) if 'pth' in f) == [
+        'iter_2.pth', 'iter_4.pth', 'rank0.pth', 'rank1.pth']
+    for rank in (0, 1):
+        a = load(f'{first}/rank{rank}.pth')
+        b = load(f'{work}/rank{rank}.pth')  # written by the last attempt
+        assert_same(a['state_dict'], b['state_dict'], f'rank{rank}')
+        assert b['groups'] == {k: v for k, v in a['groups'].items() if k >= 2}
+    losses = logged_losses(work)  # all attempts' logs, the last one wins
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert losses == logged_losses(first)
+    a, b = load(f'{first}/iter_4.pth'), load(f'{work}/iter_4.pth')
+    for key in ('state_dict', 'optimizer', 'param_schedulers', 'rng_states'):
+        assert_same(a[key], b[key], key)
 
 
 @pytest.mark.slow
