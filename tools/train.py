@@ -29,6 +29,7 @@ from torch.distributed.elastic.multiprocessing.errors import \
 from mmdtm.datasets import check_data_roots  # noqa: E402
 from mmdtm.engine import (PREEMPTED_EXIT_CODE, Preempted,  # noqa: E402
                           build_runner)
+from mmdtm.engine.hooks import failures_end_preemption  # noqa: E402
 from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
                                 cpu_distributed_fallback, prepare_restart)
 from mmdtm.engine.lost_ranks import report_lost_ranks  # noqa: E402
@@ -125,12 +126,13 @@ def main(argv: Optional[List[str]] = None) -> Runner:
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)
     check_data_roots(cfg, ('train_dataloader',))  # names the key to set
+    cpu_distributed_fallback(cfg, args.launcher)  # the group, on CPU
     prepare_restart(cfg, args.launcher)
-    cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)
     try:
         with report_lost_ranks(runner):  # names ranks lost by a collective
-            runner.train()
+            with failures_end_preemption(runner):
+                runner.train()
             close_group()
     except Preempted:  # the checkpoint is written (PreemptionHook)
         close_group()

@@ -3,6 +3,8 @@ one checkpoint, per-rank morphing schedules, an exact 2-process resume, an
 elastic restart after a killed worker, and no hang when a peer stops."""
 import os
 import os.path as osp
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,8 +21,10 @@ from .test_exact_resume import logged_losses
 # per level that rank's loss used at every iteration.
 # FaultHook: MMDTM_TEST_FAULT='RANK:ITER:SIGNAL[:TARGET][@ATTEMPT],...'
 # makes rank RANK send SIGNAL to itself (or TARGET) before iteration ITER,
-# in torchrun's attempt ATTEMPT (default 0, the first); TARGET 'save'
-# instead kills the rank half way through writing the checkpoint of ITER.
+# in torchrun's attempt ATTEMPT (default 0, the first); RANK '*': any rank
+# (of the launcher given this variable). TARGET 'save' instead kills the
+# rank half way through writing the checkpoint of ITER; 'node' SIGKILLs the
+# launcher shell, torchrun and the worker (a lost node).
 # MMDTM_TEST_LATE_RANK=R: rank R of torchrun's first restart joins the group
 # 2 s late (it imports this module with the config, before joining), so
 # that the others would read what the failed attempt left in the store.
@@ -49,7 +53,7 @@ HELPER = textwrap.dedent('''
                                                 '').split(',')):
             spec, _, when = spec.partition('@')
             fault_rank, at, sig, *target = spec.split(':')
-            if fault_rank == rank and (when or '0') == attempt:
+            if fault_rank in (rank, '*') and (when or '0') == attempt:
                 yield int(at), sig, (target[0] if target else 'self')
 
 
@@ -89,6 +93,11 @@ HELPER = textwrap.dedent('''
             for at, sig, target in my_faults():
                 if runner.iter != at or target == 'save':
                     continue
+                if target == 'node':  # the launcher shell, torchrun, this
+                    launcher = _parent_of(os.getppid())
+                    os.kill(os.getppid(), signal.SIGKILL)
+                    os.kill(launcher, signal.SIGKILL)
+                    os.kill(os.getpid(), signal.SIGKILL)
                 pid = {'parent': os.getppid(),
                        'launcher': _parent_of(os.getppid())}.get(
                            target, os.getpid())
@@ -367,3 +376,110 @@ def test_preemption_signal_stops_both_ranks_then_resume_is_exact(
     a, b = load(f'{first}/iter_4.pth'), load(f'{work}/iter_4.pth')
     for key in ('state_dict', 'optimizer', 'param_schedulers', 'rng_states'):
         assert_same(a[key], b[key], key)
+
+
+def start_two_nodes(cfg, data, work, env, node_envs, tmp_path, *options):
+    """Two torchrun launchers on this machine as two nodes (`NNODES=2
+    NODE_RANK=0|1 MASTER_ADDR=127.0.0.1 PORT=... tools/train.sh CFG 1`).
+
+    Node 0 hosts the c10d rendezvous on PORT. A port must be known to both
+    launchers before they start, so it is picked here; if another process
+    takes it first, node 0 fails at once with "address already in use"
+    and both start again on a new port (at most 5 tries).
+    """
+    for _ in range(5):
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = str(sock.getsockname()[1])
+        procs, logs = [], []
+        for node in (0, 1):
+            logs.append(tmp_path / f'node{node}.out')
+            procs.append(subprocess.Popen(
+                ['bash', osp.join(REPO, 'tools', 'train.sh'), cfg, '1',
+                 '--work-dir', work, '--cfg-options',
+                 f'train_dataloader.dataset.data_root={data}', *OPTIONS,
+                 *options],
+                env=dict(env, NNODES='2', NODE_RANK=str(node),
+                         MASTER_ADDR='127.0.0.1', PORT=port, RDZV_ID='two',
+                         **node_envs[node]),
+                stdout=open(logs[-1], 'w'), stderr=subprocess.STDOUT,
+                start_new_session=True))
+        try:
+            procs[0].wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return procs, logs
+        if 'address already in use' not in logs[0].read_text().lower():
+            return procs, logs
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        procs[1].wait()
+    raise AssertionError('no free port for the rendezvous in 5 tries')
+
+
+def finish(procs, logs):
+    """Wait for the launchers (a hang guard only); their exit codes and
+    outputs."""
+    try:
+        for proc in procs:
+            proc.wait(timeout=600)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return [p.returncode for p in procs], [log.read_text() for log in logs]
+
+
+@pytest.mark.slow
+def test_two_nodes_restart_together_and_match_one_node(two_procs, tmp_path):
+    """Two launchers as two nodes (c10d rendezvous, one worker each). The
+    worker of node 1 is SIGKILLed before iteration 3 (after iter_2.pth):
+    both nodes restart and resume; the end state is bit-identical to the
+    uninterrupted one-node run, so the parameters on both ranks are the
+    same."""
+    cfg, data, env, first = two_procs
+    work = str(tmp_path / 'two_nodes')
+    procs, logs = start_two_nodes(
+        cfg, data, work, env,
+        [{}, {'MMDTM_TEST_FAULT': '*:2:SIGKILL'}], tmp_path)
+    codes, outs = finish(procs, logs)
+    assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    assert 'torchrun restart 1: resuming' in ''.join(outs)
+    assert 'torchrun restart 2' not in ''.join(outs)
+    r0, r1 = load(f'{work}/rank0.pth'), load(f'{work}/rank1.pth')
+    for key, value in r0['state_dict'].items():
+        if not key.endswith('schedule_state'):
+            assert torch.equal(value, r1['state_dict'][key]), key
+    for rank in (0, 1):
+        a = load(f'{first}/rank{rank}.pth')
+        b = load(f'{work}/rank{rank}.pth')
+        assert_same(a['state_dict'], b['state_dict'], f'rank{rank}')
+        assert b['groups'] == {k: v for k, v in a['groups'].items() if k >= 2}
+    assert logged_losses(work) == logged_losses(first)
+
+
+@pytest.mark.slow
+def test_a_lost_node_stops_the_survivor_naming_it(two_procs, tmp_path):
+    """Node 1's launcher, torchrun and worker are SIGKILLed before
+    iteration 3. The worker on node 0 stops after the configured
+    timeouts (8 s for the collective probe, RDZV_TIMEOUT=10 s for the
+    nodes to meet again); its last line names node 1 and the resume
+    command."""
+    cfg, data, env, _ = two_procs
+    work = str(tmp_path / 'lost_node')
+    procs, logs = start_two_nodes(
+        cfg, data, work, dict(env, RDZV_TIMEOUT='10'),
+        [{}, {'MMDTM_TEST_FAULT': '*:2:SIGKILL:node'}], tmp_path,
+        'env_cfg.dist_cfg.timeout=8')
+    codes, outs = finish(procs, logs)
+    assert codes[0] not in (0, None), outs[0][-3000:]
+    assert codes[1] == -signal.SIGKILL
+    out = outs[0]
+    last = out.strip().splitlines()[-1]  # after torchrun's own traceback
+    assert last.startswith('dist_launch.sh: the run failed: rank '), last
+    assert ' on node 1 (' in last and '--resume auto' in last, last
+    assert 'RendezvousTimeoutError' in out  # RDZV_TIMEOUT ended the wait
+    assert 'stopped answering (rank ' in out and ' on node 1 (' in out, \
+        out[-3000:]
+    assert 'no answer within 8 s' in out
+    assert f'--resume auto (work dir {work}; the last complete checkpoint ' \
+        f'is {osp.join(work, "iter_2.pth")})' in out

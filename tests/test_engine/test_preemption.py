@@ -84,3 +84,31 @@ def test_preemption_hook_rejects_bad_signals():
         PreemptionHook(signals='SIGTERM')
     hook = PreemptionHook(signals=('SIGUSR2',))
     assert hook.signals == [signal.SIGUSR2] and hook.signal_received == 0
+
+
+def test_a_failed_run_gives_the_signals_back():
+    """After a failure (a peer lost: no iteration boundary will come), the
+    signals get their old handlers back and a signal already received is
+    delivered again, so that torchrun's SIGTERM for a restart ends the
+    process at once instead of after torchrun's kill timeout."""
+    from types import SimpleNamespace
+
+    from mmdtm.engine.hooks import Preempted, failures_end_preemption
+    got = []
+    previous = signal.signal(signal.SIGUSR2, lambda n, f: got.append(n))
+    try:
+        hook = PreemptionHook(signals=['SIGUSR2'])
+        runner = SimpleNamespace(hooks=[hook])
+        hook.before_run(runner)
+        with pytest.raises(Preempted):  # pre-empted: the handler stays
+            with failures_end_preemption(runner):
+                raise Preempted('stop')
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert hook.signal_received == signal.SIGUSR2 and got == []
+        with pytest.raises(RuntimeError, match='peer lost'):
+            with failures_end_preemption(runner):
+                raise RuntimeError('peer lost')
+        assert got == [signal.SIGUSR2]  # delivered again, old handler
+        assert hook.signal_received == 0
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -237,9 +237,12 @@ def test_dist_launch_max_restarts_from_the_environment(value, expected):
 def test_dist_launch_lets_torchrun_pick_the_port_on_one_node():
     """One node: --standalone (torchrun binds a free port itself, so two
     launches on one machine cannot race for a port picked before);
-    several nodes: the rendezvous at MASTER_ADDR:PORT."""
+    several nodes: torchrun's c10d rendezvous at MASTER_ADDR:PORT, hosted
+    by node 0."""
     env = dict(os.environ, PYTHON='echo', PORT='29511')
-    env.pop('NNODES', None)
+    for key in ('NNODES', 'NODE_RANK', 'RDZV_ID', 'RDZV_TIMEOUT',
+                'SLURM_JOB_ID', 'SLURM_NNODES', 'SLURM_NODEID'):
+        env.pop(key, None)
     one = subprocess.run(
         ['bash', osp.join(TOOLS, 'dist_launch.sh'), 'train.py', '2', 'cfg'],
         env=env, capture_output=True, text=True, timeout=60)
@@ -251,8 +254,8 @@ def test_dist_launch_lets_torchrun_pick_the_port_on_one_node():
         capture_output=True, text=True, timeout=60)
     assert two.returncode == 0, two.stderr
     assert '--standalone' not in two.stdout
-    assert '--nnodes=2 --node_rank=1 --master_addr=10.0.0.1 ' \
-        '--master_port=29511 ' in two.stdout
+    assert '--nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=10.0.0.1:29511 ' \
+        '--rdzv-id=mmdtm --rdzv-conf=is_host=0,join_timeout=600 ' in two.stdout
 
 
 def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,

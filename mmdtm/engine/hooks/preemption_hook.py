@@ -1,9 +1,10 @@
 """Stop at an iteration boundary, with a checkpoint, when the job is
 pre-empted (the scheduler's signal ahead of the kill)."""
+import contextlib
 import logging
 import signal
 import threading
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, get_rank, get_world_size
@@ -109,6 +110,17 @@ class PreemptionHook(Hook):
     def after_run(self, runner) -> None:
         self.restore_signals()
 
+    def training_failed(self) -> None:
+        """The run failed (a peer died, a collective timed out): give the
+        signals their old meaning back, so that a launcher stopping this
+        process for a restart (torchrun sends SIGTERM, then SIGKILL after
+        its timeout) ends it at once; a signal already received is
+        delivered again."""
+        received, self._received = self._received, 0
+        self.restore_signals()
+        if received:
+            signal.raise_signal(received)
+
     def agreed_signal(self) -> int:
         """The signal some rank received (0: none), the same on all ranks:
         one collective per call when several processes run."""
@@ -149,3 +161,18 @@ class PreemptionHook(Hook):
         if get_rank() == 0:
             print_log(message, logger='current', level=logging.WARNING)
         raise Preempted(message)
+
+
+@contextlib.contextmanager
+def failures_end_preemption(runner) -> Iterator[None]:
+    """Around ``runner.train()``: an exception other than
+    :class:`Preempted` calls :meth:`PreemptionHook.training_failed`."""
+    try:
+        yield
+    except Preempted:
+        raise
+    except BaseException:
+        for hook in runner.hooks:
+            if isinstance(hook, PreemptionHook):
+                hook.training_failed()
+        raise
