@@ -1,6 +1,8 @@
 """Two CPU processes (gloo) through tools/train.sh: identical parameters,
 one checkpoint, per-rank morphing schedules, an exact 2-process resume, an
-elastic restart after a killed worker, and no hang when a peer stops."""
+elastic restart after a killed worker (rank 1, or rank 0 between and
+during saves), pre-emption, no hang when a peer stops, and two launchers
+as two nodes (a restart together, a lost node)."""
 import os
 import os.path as osp
 import signal
