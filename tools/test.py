@@ -17,8 +17,11 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from mmengine.config import Config, DictAction  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import \
+    record  # noqa: E402
 
 from mmdtm import setup_checkpoint_loading  # noqa: E402
+from mmdtm.datasets import check_data_roots  # noqa: E402
 from mmdtm.engine import build_runner  # noqa: E402
 from mmdtm.engine.cuda_check import check_cuda_usable  # noqa: E402
 from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
@@ -71,6 +74,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+@record  # torchrun's summary then shows this process's exception
 def main(argv: Optional[List[str]] = None) -> dict:
     """Run the test loop; returns the metrics."""
     args = parse_args(argv)
@@ -79,6 +83,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_data_roots(cfg, ('test_dataloader',))  # names the key to set
     cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)
     metrics = runner.test()

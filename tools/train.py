@@ -6,6 +6,9 @@ Single process::
 
 Several processes (one per GPU, or CPU processes with the gloo backend when
 no CUDA device exists): ``tools/train.sh CONFIG GPUS [flags]``.
+
+Exit codes: 0 done; 75 pre-empted (a signal of ``PreemptionHook``: the
+checkpoint is written, resume with ``--resume auto``); others: failed.
 """
 import argparse
 import os
@@ -20,10 +23,15 @@ if REPO not in sys.path:  # a fresh clone works without `pip install -e .`
 import torch  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from torch.distributed.elastic.multiprocessing.errors import \
+    record  # noqa: E402
 
 from mmdtm import setup_checkpoint_loading  # noqa: E402
-from mmdtm.engine import build_runner  # noqa: E402
+from mmdtm.datasets import check_data_roots  # noqa: E402
+from mmdtm.engine import (PREEMPTED_EXIT_CODE, Preempted,  # noqa: E402
+                          build_runner)
 from mmdtm.engine.cuda_check import check_cuda_usable  # noqa: E402
+from mmdtm.engine.hooks import failures_end_preemption  # noqa: E402
 from mmdtm.engine.launch import (LAUNCHERS, close_group,  # noqa: E402
                                 cpu_distributed_fallback, prepare_restart)
 from mmdtm.engine.lost_ranks import report_lost_ranks  # noqa: E402
@@ -120,6 +128,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+@record  # torchrun's summary then shows this process's exception
 def main(argv: Optional[List[str]] = None) -> Runner:
     args = parse_args(argv)
     check_cuda_usable()  # GPUs visible but unusable: refuse, never CPU
@@ -127,12 +136,18 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_data_roots(cfg, ('train_dataloader',))  # names the key to set
+    cpu_distributed_fallback(cfg, args.launcher)  # the group, on CPU
     prepare_restart(cfg, args.launcher)
-    cpu_distributed_fallback(cfg, args.launcher)
     runner = build_runner(cfg)
-    with report_lost_ranks(runner):  # names ranks lost by a collective
-        runner.train()
+    try:
+        with report_lost_ranks(runner):  # names ranks lost by a collective
+            with failures_end_preemption(runner):
+                runner.train()
+            close_group()
+    except Preempted:  # the checkpoint is written (PreemptionHook)
         close_group()
+        sys.exit(PREEMPTED_EXIT_CODE)
     return runner
 
 

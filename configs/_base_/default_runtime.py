@@ -15,6 +15,12 @@ default_hooks = dict(
     checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    # PreemptionHook: on these signals every rank stops after the same
+    # iteration, the checkpoint of that iteration is written and
+    # tools/train.py exits with code 75 (resume with --resume auto).
+    # Some NCCL releases caught SIGUSR1 (NVIDIA/nccl issue 704): then use
+    # SIGUSR2 here and in Slurm's --signal (README, "Pre-emption").
+    preemption=dict(type='PreemptionHook', signals=('SIGTERM', 'SIGUSR1')),
 )
 # NonFiniteLossHook: action='stop' raises naming the iteration before the
 # optimizer step ('skip': skip such steps and count them, max_skips=None).

@@ -1,6 +1,7 @@
 """Data components: a resumable sampler, per-sample seeding, a checked
-image loader, the reference's block mask generator and the iNaturalist
-annotation converter."""
+image loader, the data-root check, the reference's block mask generator and
+the iNaturalist annotation converter."""
+from .data_root import check_data_roots
 from .inaturalist import INatFormatError, convert_inaturalist
 from .loading import CorruptImageError, SafeLoadImageFromFile
 from .masking import BlockMaskGenerator
@@ -9,4 +10,4 @@ from .seeding import SeedPerSample
 
 __all__ = ['CorruptImageError', 'SafeLoadImageFromFile', 'ResumableSampler',
            'SeededIndex', 'SeedPerSample', 'BlockMaskGenerator',
-           'INatFormatError', 'convert_inaturalist']
+           'INatFormatError', 'convert_inaturalist', 'check_data_roots']

@@ -1,6 +1,7 @@
 """Training machinery: the runner, optimizer constructors, exact-resume
 loops, crash-safe checkpoints and guards against bad input."""
-from .hooks import (CheckpointSaveError, NonFiniteLossHook,
+from .hooks import (PREEMPTED_EXIT_CODE, CheckpointSaveError,
+                    NonFiniteLossHook, Preempted, PreemptionHook,
                     SafeCheckpointHook, StrictLoadHook, check_state_dict)
 from .layer_decay import BackboneLayerDecayOptimWrapperConstructor
 from .lean_optim import (LeanLayerDecayOptimWrapperConstructor,
@@ -16,5 +17,5 @@ __all__ = [
     'merge_param_groups', 'NonFiniteLossHook', 'StrictLoadHook',
     'check_state_dict', 'ResumableIterBasedTrainLoop', 'get_rng_state',
     'set_rng_state', 'IsolatedRunner', 'build_runner', 'CheckpointSaveError',
-    'shorten_schedule'
+    'shorten_schedule', 'PreemptionHook', 'Preempted', 'PREEMPTED_EXIT_CODE'
 ]

@@ -9,12 +9,14 @@ distributed run to the ``gloo`` backend, initialises the process group itself
 """
 import os
 import subprocess
+import time
 from datetime import timedelta
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
+from mmengine.dist import all_reduce
 from mmengine.logging import print_log
 
 from mmdtm.checkpoint import config_resume_candidates
@@ -68,6 +70,39 @@ def _restart_count() -> int:
     return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
 
 
+#: the launcher's store key under which rank 0 publishes its group store
+GROUP_STORE_KEY = 'mmdtm/group_store'
+
+
+def _fresh_group_store(store, rank: int, join_timeout: float):
+    """A store of this attempt's own, for the process group.
+
+    Rank 0 hosts a new ``TCPStore`` on a port it binds itself and
+    publishes ``host:port`` in the launcher's ``store``; the other ranks
+    read it and connect. An address left there by an earlier attempt
+    names a store whose host is dead (torchrun stops every worker of every
+    node before the next attempt meets), so a refused connection means
+    "not yet published": read again until ``join_timeout``.
+    """
+    if rank == 0:
+        own = dist.TCPStore(os.environ['MASTER_ADDR'], 0, is_master=True,
+                            wait_for_workers=False,
+                            timeout=timedelta(seconds=join_timeout))
+        store.set(GROUP_STORE_KEY, f'{os.environ["MASTER_ADDR"]}:{own.port}')
+        return own
+    deadline = time.monotonic() + join_timeout
+    while True:
+        host, port = store.get(GROUP_STORE_KEY).decode().rsplit(':', 1)
+        try:
+            return dist.TCPStore(host, int(port), is_master=False,
+                                 wait_for_workers=False,
+                                 timeout=timedelta(seconds=5))
+        except (RuntimeError, OSError):  # an earlier attempt's, dead
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def init_group(backend: str, timeout: float) -> None:
     """``init_process_group(backend, init_method='env://')``, made safe for
     torchrun restarts.
@@ -76,18 +111,24 @@ def init_group(backend: str, timeout: float) -> None:
     may take :data:`RENDEZVOUS_TIMEOUT` (processes start at different
     times). torchrun keeps one store for all attempts, and the keys a
     failed attempt left there (its workers' addresses) would be read by
-    the next one, which then connects to dead processes; each restart
-    therefore keys its group apart (``default_pg/restart<N>``).
+    the next one, which then connects to dead processes. Keying attempts
+    apart by ``TORCHELASTIC_RESTART_COUNT`` is not enough on several
+    nodes: a node whose workers torchrun stops because another node's
+    failed does not count a restart, so the counts differ. Under torchrun
+    the group therefore gets a store of its own per attempt
+    (:func:`_fresh_group_store`).
     """
+    join = max(timeout, RENDEZVOUS_TIMEOUT)
     store, rank, world_size = next(dist.rendezvous(
         'env://', int(os.environ['RANK']), int(os.environ['WORLD_SIZE']),
-        timeout=timedelta(seconds=max(timeout, RENDEZVOUS_TIMEOUT))))
+        timeout=timedelta(seconds=join)))
+    if os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True':
+        store = _fresh_group_store(store, rank, join)
     store.set_timeout(timedelta(seconds=timeout))
-    attempt = _restart_count()
-    prefix = f'default_pg/restart{attempt}' if attempt else 'default_pg'
     dist.init_process_group(
-        backend=backend, store=dist.PrefixStore(prefix, store), rank=rank,
-        world_size=world_size, timeout=timedelta(seconds=timeout))
+        backend=backend, store=dist.PrefixStore('default_pg', store),
+        rank=rank, world_size=world_size,
+        timeout=timedelta(seconds=timeout))
 
 
 def close_group() -> None:
@@ -151,21 +192,30 @@ def prepare_restart(cfg: Config, launcher: str) -> bool:
     :func:`~mmdtm.checkpoint.resume_candidates` are not empty), it then
     resumes like ``--resume auto`` (``SafeCheckpointHook`` picks the newest
     complete one); before the first checkpoint the run starts as it was
-    launched. With CUDA, the process group is initialised here through
-    :func:`init_group` (the CPU fallback does so anyway), so that it does
-    not read the failed attempt's keys.
+    launched. Under torchrun with CUDA, the process group is initialised
+    here through :func:`init_group` (the CPU fallback, called first, does
+    so anyway), so that it does not read the failed attempt's keys, and the
+    ranks agree on the largest restart count.
 
     Returns:
         ``True`` when ``cfg`` was switched to resume.
     """
     attempt = _restart_count()
-    if attempt == 0:
-        return False
-    if (launcher == 'pytorch' and torch.cuda.is_available()
+    under_torchrun = (launcher == 'pytorch'
+                      and 'TORCHELASTIC_RESTART_COUNT' in os.environ)
+    if (under_torchrun and torch.cuda.is_available()
             and not dist.is_initialized()):
         dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg', {})
         torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
         init_group(dist_cfg.get('backend', 'nccl'), collective_timeout(cfg))
+    if under_torchrun and dist.is_initialized():
+        # on several nodes, a node that torchrun restarts because another
+        # node's worker failed counts no restart: take the largest count
+        flag = torch.tensor([attempt], dtype=torch.int64)
+        all_reduce(flag, op='max')
+        attempt = int(flag.item())
+    if attempt == 0:
+        return False
     work_dir = cfg.get('work_dir')
     if not work_dir or not config_resume_candidates(cfg):
         return False

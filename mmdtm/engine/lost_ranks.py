@@ -9,6 +9,7 @@ surviving rank check in at the rendezvous store and raises
 """
 import contextlib
 import os
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -44,6 +45,21 @@ def _connect_store(timeout: float):
     return dist.TCPStore(host, int(port), is_master=False,
                          timeout=timedelta(seconds=timeout),
                          wait_for_workers=False)
+
+
+def _this_node() -> str:
+    """``node N (host)``: N from NODE_RANK (tools/dist_launch.sh), Slurm's
+    SLURM_NODEID or torchrun's GROUP_RANK."""
+    node = next((os.environ[k] for k in ('NODE_RANK', 'SLURM_NODEID',
+                                          'GROUP_RANK') if k in os.environ),
+                None)
+    host = socket.gethostname()
+    return f'node {node} ({host})' if node is not None else host
+
+
+def _nodes_of(places: List[str], ranks: List[int]) -> str:
+    """``rank R on node N (host)``, ... for ``ranks``."""
+    return ', '.join(f'rank {r} on {places[r]}' for r in ranks)
 
 
 def probe_ranks(store, timeout: float, poll: float = 0.2) -> List[int]:
@@ -87,6 +103,20 @@ def _last_checkpoint(runner) -> Optional[str]:
     return candidates[0] if candidates else None
 
 
+def _tell_the_launcher(message: str) -> None:
+    """Append ``message`` to the file ``MMDTM_LAUNCH_REPORT`` names, which
+    ``tools/dist_launch.sh`` prints as its last line if the run fails
+    (torchrun's own last lines are about its restarts then)."""
+    path = os.environ.get('MMDTM_LAUNCH_REPORT')
+    if not path:
+        return
+    try:
+        with open(path, 'a') as f:
+            f.write(message.replace('\n', ' ') + '\n')
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def report_lost_ranks(runner) -> Iterator[None]:
     """Around ``runner.train()``: turn a failed collective into a
@@ -111,6 +141,10 @@ def report_lost_ranks(runner) -> Iterator[None]:
                   f'a failed collective will not name them',
                   logger='current', level=30)
         store = None
+    # every rank knows where the others run, so that a lost one's node
+    # can be named even when the lost node hosted the store
+    places: List[str] = [''] * dist.get_world_size()
+    dist.all_gather_object(places, _this_node())
     try:
         yield
     except Exception as exc:
@@ -128,10 +162,12 @@ def report_lost_ranks(runner) -> Iterator[None]:
         where = (f'the last complete checkpoint is {last}' if last else
                  'no checkpoint was written yet')
         message = (
-            f'rank {rank}: rank(s) {lost} stopped answering (no answer '
-            f'within {probe_timeout:.0f} s: the process died, ran out of '
-            f'memory, hung or lost its node; see its log). '
+            f'rank {rank}: rank(s) {lost} stopped answering '
+            f'({_nodes_of(places, lost)}; no answer within '
+            f'{probe_timeout:.0f} s: the process died, ran out of memory, '
+            f'hung or lost its node; see its log). '
             f'Collective error: {first_line}. Resume with the same command '
             f'plus --resume auto (work dir {runner.work_dir}; {where}).')
         print_log(message, logger='current', level=40)
+        _tell_the_launcher(message)
         raise LostRanksError(message) from exc

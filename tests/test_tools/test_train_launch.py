@@ -1,7 +1,6 @@
 """tools/train.sh (torchrun, CPU gloo fallback) and tools/train.py's flags."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -9,16 +8,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from ..conftest import TOY_CFG, make_image_folder
+from ..conftest import REPO, TOY_CFG, make_image_folder
 from ._load import TOOLS, load_tool
 
 train = load_tool('train')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def test_train_sh_two_processes_on_cpu(tmp_path, checkpoint_loading):
@@ -26,8 +19,8 @@ def test_train_sh_two_processes_on_cpu(tmp_path, checkpoint_loading):
     and writes one checkpoint."""
     data = make_image_folder(str(tmp_path / 'data'), num=8)
     work = tmp_path / 'work'
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
-               OMP_NUM_THREADS='1')
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    env.pop('PORT', None)  # one node: torchrun binds a free port itself
     proc = subprocess.run(
         ['bash', osp.join(TOOLS, 'train.sh'), TOY_CFG, '2',
          '--work-dir', str(work), '--cfg-options',
@@ -116,7 +109,7 @@ def test_cpu_fallback_from_slurm_variables(monkeypatch):
     monkeypatch.setenv('SLURM_NTASKS', '1')
     monkeypatch.setenv('SLURM_LOCALID', '0')
     monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    monkeypatch.setenv('MASTER_PORT', '0')  # one process: any free port
     cfg = Config.fromfile(TOY_CFG)
     cfg.env_cfg.dist_cfg.backend = 'nccl'
     assert cpu_distributed_fallback(cfg.copy(), 'none') is False
@@ -133,44 +126,97 @@ def test_cpu_fallback_from_slurm_variables(monkeypatch):
         cpu_distributed_fallback(cfg, 'torchrun')
 
 
+# Stand-ins for Slurm's commands that run the job on this machine: sbatch
+# runs the batch script at once (job 42, its --export applied), srun starts
+# one task, scontrol records requeues and names this host.
+SBATCH = """#!/usr/bin/env bash
+echo "sbatch $*" >> "$SLURM_LOG"
+while [ $# -gt 0 ]; do case "$1" in
+  --export=*) IFS=, read -ra kv <<< "${1#--export=}"
+              for x in "${kv[@]}"; do [ "$x" = ALL ] || export "$x"; done
+              shift;;
+  -p) shift 2;; -*) shift;; *) break;; esac; done
+export SLURM_JOB_ID=42
+exec bash "$@"
+"""
+SRUN = """#!/usr/bin/env bash
+echo "srun $*" >> "$SLURM_LOG"
+while [ $# -gt 0 ]; do case "$1" in -*) shift;; *) break;; esac; done
+export SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 SLURM_NODELIST=node1
+exec "$@"
+"""
+SCONTROL = """#!/usr/bin/env bash
+case "$1" in
+  requeue) echo "scontrol requeue $2" >> "$SLURM_LOG";;
+  show) echo 127.0.0.1;;
+esac
+"""
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
-def test_slurm_train_sh_through_a_stand_in_srun(tmp_path):
-    """tools/slurm_train.sh -> srun -> train.py --launcher slurm, with
-    stand-ins for srun and scontrol that start one task on this machine."""
+def test_slurm_train_sh_requeues_a_preempted_job(tmp_path):
+    """tools/slurm_train.sh submits itself (sbatch --requeue, the signal
+    120 s ahead); in the job, srun -> train.py --launcher slurm. Slurm's
+    SIGUSR1 to the batch shell (sent here by the task before iteration 2)
+    reaches the task, which writes iter_2.pth and exits 75; the script
+    requeues the job. The requeued job (SLURM_RESTART_COUNT=1) resumes
+    with --resume auto and finishes."""
+    from ..test_engine.test_multiprocess import HELPER
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
-    (bin_dir / 'srun').write_text(
-        '#!/usr/bin/env bash\n'
-        'echo "srun $*" > "$SRUN_LOG"\n'
-        'while [ $# -gt 0 ]; do case "$1" in\n'
-        '  -p) shift 2;; -*) shift;; *) break;; esac; done\n'
-        'export SLURM_PROCID=0 SLURM_NTASKS=1 SLURM_LOCALID=0 '
-        'SLURM_NODELIST=node1\n'
-        'exec "$@"\n')
-    (bin_dir / 'scontrol').write_text('#!/usr/bin/env bash\necho 127.0.0.1\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
+    for name, text in (('sbatch', SBATCH), ('srun', SRUN),
+                       ('scontrol', SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / 'fault_helper.py').write_text(HELPER)
+    cfg = tmp_path / 'toy_fault.py'
+    cfg.write_text(f'_base_ = [{TOY_CFG!r}]\n'
+                   "custom_imports = dict(imports=['mmdtm', 'fault_helper'],"
+                   " allow_failed_imports=False)\n"
+                   "custom_hooks = [dict(type='FaultHook')]\n")
     data = make_image_folder(str(tmp_path / 'data'), num=4)
     work = tmp_path / 'work'
+    log = tmp_path / 'slurm.log'
     env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}',
-               PYTHON=sys.executable, GPUS='1', PORT=str(_free_port()),
-               SRUN_LOG=str(tmp_path / 'srun.log'), OMP_NUM_THREADS='1')
-    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR'):
+               PYTHON=sys.executable, GPUS='1', SLURM_LOG=str(log),
+               PORT='0',  # one task: its store takes any free port
+               PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]),
+               OMP_NUM_THREADS='1', MMDTM_TEST_FAULT='0:1:SIGUSR1:parent')
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                'SLURM_JOB_ID', 'SLURM_RESTART_COUNT', 'MMDTM_SLURM_BATCH'):
         env.pop(key, None)
-    proc = subprocess.run(
-        ['bash', osp.join(TOOLS, 'slurm_train.sh'), 'cpu', 'dtm_toy', TOY_CFG,
-         '--work-dir', str(work), '--cfg-options',
-         f'train_dataloader.dataset.data_root={data}',
-         'train_dataloader.batch_size=2', 'train_cfg.max_iters=2',
-         'default_hooks.checkpoint.interval=2'],
-        env=env, capture_output=True, text=True, timeout=600)
+    command = ['bash', osp.join(TOOLS, 'slurm_train.sh'), 'cpu', 'dtm_toy',
+               str(cfg), '--work-dir', str(work), '--cfg-options',
+               f'train_dataloader.dataset.data_root={data}',
+               'train_dataloader.batch_size=2', 'train_cfg.max_iters=4',
+               'default_hooks.checkpoint.interval=4']
+    proc = subprocess.run(command, env=env, capture_output=True, text=True,
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 75, out[-3000:]
+    calls = log.read_text()
+    assert '-p cpu --job-name=dtm_toy --nodes=1 --gres=gpu:1 --ntasks=1 ' \
+        '--ntasks-per-node=1 --cpus-per-task=5 --requeue ' \
+        '--signal=B:USR1@120 ' in calls
+    assert 'srun --kill-on-bad-exit=1 ' in calls and '--launcher slurm' in calls
+    assert calls.strip().endswith('scontrol requeue 42')
+    assert "-> 'gloo' (CPU), world size 1" in out
+    assert 'pre-empted (SIGUSR1) after iteration 2' in out
+    assert sorted(p for p in os.listdir(work) if 'pth' in p) == ['iter_2.pth']
+
+    # Slurm starts the requeued job with SLURM_RESTART_COUNT=1
+    log.write_text('')
+    proc = subprocess.run(command, env=dict(env, SLURM_RESTART_COUNT='1'),
+                          capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    srun = (tmp_path / 'srun.log').read_text()
-    assert '-p cpu --job-name=dtm_toy --gres=gpu:1 --ntasks=1' in srun
-    assert '--launcher slurm' in srun
-    assert "-> 'gloo' (CPU), world size 1" in out
-    assert (work / 'iter_2.pth').is_file()
+    assert 'resuming with --resume auto' in out
+    assert '--resume auto' in log.read_text()
+    assert 'scontrol requeue' not in log.read_text()
+    assert 'Resuming at iteration 2' in out
+    assert torch.load(work / 'iter_4.pth', map_location='cpu')['meta'][
+        'iter'] == 4
 
 
 @pytest.mark.parametrize('value, expected', [(None, '3'), ('0', '0')])
@@ -186,6 +232,30 @@ def test_dist_launch_max_restarts_from_the_environment(value, expected):
     assert proc.returncode == 0, proc.stderr
     assert f'--max-restarts={expected} ' in proc.stdout
     assert '--nproc_per_node=2' in proc.stdout
+
+
+def test_dist_launch_lets_torchrun_pick_the_port_on_one_node():
+    """One node: --standalone (torchrun binds a free port itself, so two
+    launches on one machine cannot race for a port picked before);
+    several nodes: torchrun's c10d rendezvous at MASTER_ADDR:PORT, hosted
+    by node 0."""
+    env = dict(os.environ, PYTHON='echo', PORT='29511')
+    for key in ('NNODES', 'NODE_RANK', 'RDZV_ID', 'RDZV_TIMEOUT',
+                'SLURM_JOB_ID', 'SLURM_NNODES', 'SLURM_NODEID'):
+        env.pop(key, None)
+    one = subprocess.run(
+        ['bash', osp.join(TOOLS, 'dist_launch.sh'), 'train.py', '2', 'cfg'],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert one.returncode == 0, one.stderr
+    assert '--standalone ' in one.stdout and 'master_port' not in one.stdout
+    two = subprocess.run(
+        ['bash', osp.join(TOOLS, 'dist_launch.sh'), 'train.py', '2', 'cfg'],
+        env=dict(env, NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.1'),
+        capture_output=True, text=True, timeout=60)
+    assert two.returncode == 0, two.stderr
+    assert '--standalone' not in two.stdout
+    assert '--nnodes=2 --rdzv-backend=c10d --rdzv-endpoint=10.0.0.1:29511 ' \
+        '--rdzv-id=mmdtm --rdzv-conf=is_host=0,join_timeout=600 ' in two.stdout
 
 
 def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,
@@ -207,3 +277,30 @@ def test_restarted_worker_resumes_only_with_a_checkpoint(tmp_path,
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
     assert prepare_restart(cfg, 'none') is True
     assert (cfg.resume, cfg.load_from) == (True, None)
+
+
+@pytest.mark.slow
+def test_a_failed_launch_names_the_cause_in_its_last_lines(tmp_path):
+    """`tools/train.sh CONFIG 1` without the data, as a new user tries it
+    (with one of torchrun's restarts, so that the error is printed twice
+    on the way): the last lines, torchrun's summary, carry the worker's
+    exception (its error file, through @record), which names the config
+    key to set and the README section."""
+    missing = str(tmp_path / 'data' / 'imagenet')
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+               MAX_RESTARTS='1')
+    for key in ('NNODES', 'PORT'):
+        env.pop(key, None)
+    proc = subprocess.run(
+        ['bash', osp.join(TOOLS, 'train.sh'), TOY_CFG, '1',
+         '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+         f'train_dataloader.dataset.data_root={missing}'],
+        cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode != 0
+    last = '\n'.join(proc.stdout.strip().splitlines()[-12:])
+    assert 'FileNotFoundError: train_dataloader.dataset.data_root: no such ' \
+        f"folder '{missing}'" in last, last
+    assert 'README.md, section "Training on ImageNet"' in last, last
+    assert 'error_file: <N/A>' not in proc.stdout
+    assert proc.stdout.count('Root Cause') == 1  # one summary, at the end

@@ -14,6 +14,8 @@ which checkpoint to resume from    :func:`mmdtm.checkpoint.choose_resume`
 """
 import logging
 import os
+import os.path as osp
+from typing import Optional
 
 from mmengine.dist import (broadcast_object_list, get_world_size,
                            is_main_process)
@@ -193,3 +195,26 @@ class SafeCheckpointHook(CheckpointHookSeam):
             return
         if is_main_process():
             staged.remove_outdated()
+
+    def save_now(self, runner) -> Optional[str]:
+        """Save the iteration that just ended, outside the interval (on
+        pre-emption: :class:`~mmdtm.engine.hooks.PreemptionHook`).
+
+        Call it from ``after_train_iter`` on every rank (the RNG states are
+        gathered) of an iteration-based run. Nothing is written again if
+        the interval save has just written this iteration.
+
+        Returns:
+            The checkpoint's path, or ``None`` if the save failed and
+            ``on_save_error='skip'`` let the run go on.
+        """
+        if self.by_epoch:
+            raise ValueError('save_now: an epoch-based run resumes at epoch '
+                             'starts; a checkpoint of an iteration would '
+                             'skip the rest of the epoch')
+        step = runner.iter + 1
+        path = osp.join(self.out_dir, self.filename_tmpl.format(step))
+        if self.last_ckpt != path:
+            self.save_checkpoint_at(
+                runner, step, dict(epoch=runner.epoch, iter=step))
+        return path if self.last_ckpt == path else None
