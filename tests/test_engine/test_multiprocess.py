@@ -246,7 +246,8 @@ def test_elastic_restart_after_a_killed_worker(two_procs, tmp_path):
 
 
 @pytest.mark.slow
-def test_rank0_killed_between_saves_then_during_a_save(two_procs, tmp_path):
+def test_rank0_killed_between_saves_then_during_a_save(
+        two_procs, tmp_path, checkpoint_loading):
     """Rank 0 (which alone writes checkpoints) dies twice in one torchrun
     launch: SIGKILLed before iteration 4, after the checkpoint of iteration
     2 (between saves); then, in the first restart, SIGKILLed half way
@@ -339,7 +340,7 @@ def assert_same(a, b, where=''):
 
 @pytest.mark.slow
 def test_preemption_signal_stops_both_ranks_then_resume_is_exact(
-        two_procs, tmp_path):
+        two_procs, tmp_path, checkpoint_loading):
     """tools/train.sh (2 gloo workers) gets SIGUSR1 before the first
     iteration ends, in the middle of the first epoch (2 iterations each).
     It passes it to torchrun as SIGTERM; rank 1 holds until the signal has

@@ -155,7 +155,7 @@ esac
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
-def test_slurm_train_sh_requeues_a_preempted_job(tmp_path):
+def test_slurm_train_sh_requeues_a_preempted_job(tmp_path, checkpoint_loading):
     """tools/slurm_train.sh submits itself (sbatch --requeue, the signal
     120 s ahead); in the job, srun -> train.py --launcher slurm. Slurm's
     SIGUSR1 to the batch shell (sent here by the task before iteration 2)
