@@ -11,6 +11,13 @@ OLDEST_STAMP := $(OLDEST_VENV)/.mmdtm-installed
 SETUP_INPUTS := setup.py tools/setup_env.sh tools/build_mmcv.sh \
 	$(filter-out requirements/lock.txt requirements/oldest.txt,$(wildcard requirements/*.txt))
 PYTEST_ARGS ?=
+# Tests marked `slow` (multi-process runs of tens of seconds each) run on CI
+# (CI set, as there) or with SLOW=1; a plain local `make test` skips them.
+ifneq ($(CI)$(SLOW),)
+SLOW_ARGS :=
+else
+SLOW_ARGS := -m "not slow"
+endif
 
 .PHONY: test test-oldest demo env env-oldest clean-env
 
@@ -26,10 +33,10 @@ $(OLDEST_STAMP): $(SETUP_INPUTS) requirements/oldest.txt
 	touch $(OLDEST_STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests mmdtm $(PYTEST_ARGS)
+	$(PY) -m pytest tests mmdtm $(SLOW_ARGS) $(PYTEST_ARGS)
 
 test-oldest: $(OLDEST_STAMP)
-	MMDTM_LOCK=requirements/oldest.txt $(OLDEST_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	MMDTM_LOCK=requirements/oldest.txt $(OLDEST_VENV)/bin/python -m pytest tests mmdtm $(SLOW_ARGS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --work-dir work_dirs/demo

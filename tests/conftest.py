@@ -6,9 +6,21 @@ import os.path as osp
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: dynamo of the oldest supported torch (2.1) cannot trace the static
+#: morphing op (an AssertionError inside dynamo at ``static_partition``'s
+#: round loop, measured in the old-stack environment); mmdtm then runs it
+#: eagerly after one warning (``test_old_torch_compiles_nothing_and_warns_once``).
+#: Versions between 2.1 and 2.14 were not measured, hence a conservative 2.4.
+STATIC_OP_COMPILES = tuple(
+    int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) >= (2, 4)
+needs_static_compile = pytest.mark.skipif(
+    not STATIC_OP_COMPILES,
+    reason=f'torch {torch.__version__} cannot compile the static morphing '
+    f'op (mmdtm falls back to eager; see tests/conftest.py)')
 TOY_CFG = osp.join(REPO, 'configs', 'dtm', 'dtm_vit-tiny-p16_1xb8-40iter_toy.py')
 
 # A CLIP-style open_clip config small enough for CPU tests (64x64 inputs).

@@ -65,9 +65,9 @@ def _nodes_of(places: List[str], ranks: List[int]) -> str:
 def probe_ranks(store, timeout: float, poll: float = 0.2) -> List[int]:
     """Ranks that do not check in within ``timeout`` seconds.
 
-    Every surviving rank calls this after a failed collective: it sets
-    its own key in the rendezvous ``store`` and waits for the other
-    ranks' keys. A rank whose key is missing at the deadline stopped
+    Every surviving rank calls this after a failed collective: it counts
+    itself in under its own key of the rendezvous ``store`` and waits for
+    the other ranks' counts. A rank whose key is missing at the deadline stopped
     answering. If the store itself is gone, rank 0 (which hosts it when
     no launcher agent does) is reported.
     """
@@ -79,10 +79,12 @@ def probe_ranks(store, timeout: float, poll: float = 0.2) -> List[int]:
     def check_in() -> None:
         deadline = time.monotonic() + timeout
         try:
-            store.set(keys[rank], '1')
+            # counters, not set/check: Store.add exists in every supported
+            # torch (TCPStore.check does not in 2.1); adding 0 reads one
+            store.add(keys[rank], 1)
             while True:
                 missing = [r for r in range(world)
-                           if not store.check([keys[r]])]
+                           if store.add(keys[r], 0) == 0]
                 if not missing or time.monotonic() >= deadline:
                     result[:] = missing
                     return

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from mmdtm.morphing import realised_groups
-from tests.conftest import REPO
+from tests.conftest import REPO, STATIC_OP_COMPILES
 
 BENCH = osp.join(REPO, 'benchmarks')
 
@@ -81,7 +81,8 @@ def test_bench_morphing_tiny_end_to_end(bench_morphing, tmp_path):
     assert result['compiled_recompiles'] == '0'
     eager_ops, compiled_ops = (int(result[f'ops_per_step_{k}'])
                                for k in ('eager', 'compiled'))
-    assert 0 < compiled_ops < eager_ops
+    if STATIC_OP_COMPILES:  # else the compiled arm runs eagerly (conftest)
+        assert 0 < compiled_ops < eager_ops
     assert '| B | k | r |' in stdout  # the table
     assert 'profile of ours at B=3, k=3' in stdout
     assert 'profile of dense at B=3, k=3' in stdout

@@ -13,6 +13,7 @@ from mmdtm.morphing import (compiled_morph, compiled_partition, group_mean,
                             partition_plan, sample_schedule, static_partition)
 from mmdtm.morphing import compiled as compiled_mod
 from mmdtm.morphing.partition import random_split_perms
+from tests.conftest import STATIC_OP_COMPILES, needs_static_compile
 
 
 def bipartite_partition(*args, **kwargs):
@@ -100,6 +101,7 @@ def dynamo_clean(monkeypatch):
     compiled_mod.reset()
 
 
+@needs_static_compile
 def test_one_graph_for_fifty_schedule_draws(dynamo_clean):
     # graph capture and guards are dynamo's, whatever the backend: the eager
     # backend checks them without paying for code generation
@@ -127,6 +129,7 @@ def test_one_graph_for_fifty_schedule_draws(dynamo_clean):
     assert not compiled_mod._FAILED
 
 
+@needs_static_compile
 def test_inductor_compiled_level_under_autocast(dynamo_clean):
     """A whole level (partition + group means, forward and backward)
     through inductor, under bf16 autocast: the eager op's groups, the same
@@ -147,6 +150,25 @@ def test_inductor_compiled_level_under_autocast(dynamo_clean):
             torch.testing.assert_close(x.grad, x_ref.grad)
     assert counters['stats']['unique_graphs'] == 1
     assert not compiled_mod._FAILED
+
+
+@pytest.mark.skipif(STATIC_OP_COMPILES,
+                    reason='this torch compiles the static op')
+def test_old_torch_compiles_nothing_and_warns_once(dynamo_clean):
+    """On a torch whose dynamo cannot trace the op (the old stack), the
+    real compiled call degrades: one warning, the eager op's groups, and
+    every later call eager without another warning."""
+    dynamo_clean.setattr(compiled_mod, 'BACKEND', 'eager')
+    metric = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        for rounds in ([3, 2], [5]):
+            out = compiled_partition(metric, rounds, len(rounds), 2)
+            assert torch.equal(out, bipartite_partition(metric, rounds,
+                                                        len(rounds)))
+    fallbacks = [w for w in seen if 'running it eagerly' in str(w.message)]
+    assert len(fallbacks) == 1
+    assert 'cpu' in compiled_mod._FAILED
 
 
 def test_falls_back_to_eager(dynamo_clean):
