@@ -30,15 +30,16 @@ from mmengine.runner.loops import _InfiniteDataloaderIterator
 from mmpretrain.models.backbones.beit import BEiTViT
 from torch import nn
 
-#: distribution -> (import name, lowest supported, first unsupported).
-#: Plain literals, so that ``setup.py`` can read them with
-#: ``ast.literal_eval`` without importing mmdtm.
+#: distribution -> (import name, lowest supported, first unsupported): the
+#: ranges ``install_requires`` declares (``requirements/runtime.txt``,
+#: ``seg.txt``), restated for the error message because a wheel carries no
+#: requirement files; ``tests/test_environment.py`` checks that they agree.
 SUPPORTED: Dict[str, Tuple[str, str, str]] = {
-    'torch': ('torch', '2.1', '2.15'),
-    'mmengine': ('mmengine', '0.10.0', '1.0'),
-    'mmpretrain': ('mmpretrain', '1.2.0', '1.3'),
-    'mmsegmentation': ('mmseg', '1.2.0', '1.3'),
-    'open_clip_torch': ('open_clip', '2.0', '4'),
+    'torch': ('torch', '2.1', '3'),
+    'mmengine': ('mmengine', '0.10.4', '1.0.0'),
+    'mmpretrain': ('mmpretrain', '1.2.0', '2'),
+    'mmsegmentation': ('mmseg', '1.2.2', '2'),
+    'open_clip_torch': ('open_clip', '3.3.0', '4'),
 }
 
 
@@ -172,7 +173,7 @@ def installed_version(dist: str) -> str:
 
 
 def supported_range(dist: str) -> str:
-    """E.g. ``'>=2.1,<2.15'``."""
+    """E.g. ``'>=2.1,<3'``."""
     _, low, high = SUPPORTED[dist]
     return f'>={low},<{high}'
 

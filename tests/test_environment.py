@@ -72,6 +72,20 @@ def test_locks_lie_inside_the_declared_ranges(lock):
     assert checked >= 8  # torch, torchvision, numpy, mmcv (x2), mm*, clip
 
 
+def test_fence_names_the_declared_ranges():
+    """``mmdtm.upstream.SUPPORTED`` (the range an upstream-change error
+    names) is the range ``install_requires`` declares, for every package."""
+    from mmdtm.upstream import SUPPORTED
+    declared = {req.name: req.specifier for rel in RANGES
+                for req in _requirements(rel)}
+    for dist, (_, low, high) in SUPPORTED.items():
+        assert dist in declared, f'{dist} is fenced but not required'
+        assert set(str(declared[dist]).split(',')) == {f'>={low}',
+                                                       f'<{high}'}, (
+                f'upstream.SUPPORTED[{dist!r}] = >={low},<{high}, '
+                f'requirements: {declared[dist]}')
+
+
 def test_mmcv_compiled_ops_run_on_cpu():
     from mmcv.ops import nms, point_sample, roi_align
     boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.],
