@@ -13,7 +13,8 @@ from mmengine.hooks import Hook
 from mmdtm.engine import Preempted, PreemptionHook, build_runner
 
 from ..conftest import make_image_folder
-from .test_exact_resume import logged_losses, resume_cfg, without_sample_seeding
+from .test_exact_resume import (logged_losses, resume_cfg,
+                                without_sample_seeding)
 
 
 class SignalAt(Hook):
