@@ -174,3 +174,24 @@ def test_plain_epoch_loop_preempts_without_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="EpochBasedTrainLoop resumes at "
                        "epoch starts.*type='ResumableEpochBasedTrainLoop'"):
         saver.save_now(runner)
+
+
+def test_a_sampler_that_cannot_skip_resumes_at_the_same_batch(tmp_path):
+    """With MMEngine's DefaultSampler (no ``skip``) the resumed epoch loads
+    and discards its first batches, with a warning, and goes on at the
+    right batch (exact only where loading draws no RNG: see
+    docs/reliability.md)."""
+    data = make_image_folder(str(tmp_path / 'data'), num=5)
+    work = str(tmp_path / 'work')
+    sampler = {'train_dataloader.sampler': dict(
+        _delete_=True, type='DefaultSampler', shuffle=True)}
+    loop = 'ResumableEpochBasedTrainLoop'
+    preempt(epoch_cfg(work, data, loop, **sampler), at=3)
+    seen = RecordBatchIdx()
+    train(epoch_cfg(work, data, loop, resume=True, **sampler), seen)
+    assert seen.seen == [(4, 1), (5, 2)]
+    log = ''.join(open(osp.join(root, f)).read()
+                  for root, _, names in os.walk(work) for f in names
+                  if f.endswith('.log'))
+    assert ('DefaultSampler cannot skip: loading and discarding 1 batches '
+            'to resume at iteration 4' in log)
