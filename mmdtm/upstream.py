@@ -98,6 +98,9 @@ FENCED: Tuple[Private, ...] = (
     Private('mmengine', 'mmengine.runner.IterBasedTrainLoop',
             '_decide_current_val_interval', params=('self',),
             use='ResumableIterBasedTrainLoop.run, as MMEngine\'s run'),
+    Private('mmengine', 'mmengine.runner.EpochBasedTrainLoop', '_epoch',
+            assigned=True,
+            use='ResumableEpochBasedTrainLoop.run_epoch counts the epoch'),
     Private('mmengine', 'mmengine.model.BaseModule', '_params_init_info',
             assigned=True, use='ScaleInit records its init info'),
     Private('mmengine', 'mmengine.dist.utils', '_init_dist_slurm',
@@ -278,6 +281,12 @@ def decide_val_interval(loop) -> None:
     """``IterBasedTrainLoop``'s per-iteration choice of ``val_interval``
     (``dynamic_intervals``)."""
     loop._decide_current_val_interval()
+
+
+def set_loop_epoch(loop, epoch: int) -> None:
+    """Set an ``EpochBasedTrainLoop``'s epoch counter (its ``run_epoch``
+    adds one at the end of each epoch)."""
+    loop._epoch = epoch
 
 
 # --- MMEngine: weight init ---------------------------------------------------

@@ -37,6 +37,7 @@ def test_the_fenced_names_and_their_check():
         'mmengine.runner.loops._InfiniteDataloaderIterator._iterator',
         'mmengine.runner.loops._InfiniteDataloaderIterator._epoch',
         'mmengine.runner.IterBasedTrainLoop._decide_current_val_interval',
+        'mmengine.runner.EpochBasedTrainLoop._epoch',
         'mmengine.model.BaseModule._params_init_info',
         'mmengine.dist.utils._init_dist_slurm',
         'mmengine.dist.utils._init_dist_mpi',

@@ -35,7 +35,8 @@ class ResumableSampler(DefaultSampler):
     index per rank). :meth:`skip` makes the next ``__iter__`` start at a
     given position of this rank's list, so that a resumed run continues
     with the very batch an uninterrupted run would have drawn, without
-    loading the skipped images (``ResumableIterBasedTrainLoop`` uses it).
+    loading the skipped images (``ResumableIterBasedTrainLoop`` and
+    ``ResumableEpochBasedTrainLoop`` use it).
 
     The indices are :class:`SeededIndex` objects: a pipeline that starts
     with ``SeedPerSample`` draws each sample's augmentation from (seed,

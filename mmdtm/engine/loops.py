@@ -1,15 +1,16 @@
 """Training loops that resume exactly where an interrupted run stopped."""
+import itertools
 import logging
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch.utils.data import DataLoader
 
 from mmdtm.registry import LOOPS
 from mmdtm.upstream import (InfiniteDataloaderIterator, decide_val_interval,
-                            release_loader_workers)
+                            release_loader_workers, set_loop_epoch)
 
 
 def _skippable_sampler(loader: DataLoader):
@@ -19,6 +20,40 @@ def _skippable_sampler(loader: DataLoader):
         sampler = getattr(getattr(loader, 'batch_sampler', None), 'sampler',
                           None)
     return sampler if hasattr(sampler, 'skip') else None
+
+
+def _place_sampler(loader: DataLoader, epoch: int, batch: int,
+                   step: int) -> bool:
+    """Make the loader's next pass the one of ``epoch``, starting at batch
+    ``batch`` (of iteration ``step``), without loading the skipped batches.
+
+    Returns:
+        ``False`` (and a warning) if the sampler cannot skip
+        (not a :class:`~mmdtm.datasets.ResumableSampler`): the caller then
+        loads and discards the batches, as MMEngine does.
+    """
+    sampler = _skippable_sampler(loader)
+    if sampler is None:
+        print_log(
+            f'{type(loader.sampler).__name__} cannot skip: loading and '
+            f'discarding {batch} batches to resume at iteration {step} (use '
+            f'ResumableSampler for an exact, fast resume)', logger='current',
+            level=logging.WARNING)
+        return False
+    batch_size = loader.batch_size or loader.batch_sampler.batch_size
+    sampler.set_epoch(epoch)
+    sampler.skip(batch * batch_size)
+    print_log(f'Resuming at iteration {step}: sampler epoch {epoch}, '
+              f'batch {batch} of {len(loader)}', logger='current')
+    return True
+
+
+def resumes_mid_epoch(loop) -> bool:
+    """Whether a checkpoint written after any iteration of ``loop`` resumes
+    exactly (``False`` for MMEngine's ``EpochBasedTrainLoop``, which
+    resumes at epoch starts)."""
+    return (not isinstance(loop, EpochBasedTrainLoop)
+            or isinstance(loop, ResumableEpochBasedTrainLoop))
 
 
 def _private_generator(loader: DataLoader) -> None:
@@ -92,24 +127,13 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     def _fast_forward(self, step: int) -> None:
         """Place the data iterator at the batch of iteration ``step``."""
         loader = self.dataloader
-        sampler = _skippable_sampler(loader)
-        if sampler is None:
-            print_log(
-                f'{type(loader.sampler).__name__} cannot skip: loading and '
-                f'discarding {step} batches (use ResumableSampler for an '
-                f'exact, fast resume)', logger='current',
-                level=logging.WARNING)
+        epoch, batch = divmod(step, len(loader))
+        if not _place_sampler(loader, epoch, batch, step):
             for _ in range(step):
                 next(self.dataloader_iterator)
             return
-        batch_size = loader.batch_size or loader.batch_sampler.batch_size
-        epoch, batch = divmod(step, len(loader))
-        sampler.set_epoch(epoch)
-        sampler.skip(batch * batch_size)
         self.dataloader_iterator.epoch = epoch
         self.dataloader_iterator.iterator = iter(loader)
-        print_log(f'Resuming at iteration {step}: sampler epoch {epoch}, '
-                  f'batch {batch} of {len(loader)}', logger='current')
 
     def run(self) -> torch.nn.Module:
         """Launch training: MMEngine's ``run`` except that a resumed run
@@ -149,3 +173,73 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         """
         release_loader_workers(self.dataloader_iterator.iterator,
                                self.dataloader)
+
+
+@LOOPS.register_module()
+class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """``EpochBasedTrainLoop`` that also resumes in the middle of an epoch.
+
+    MMEngine resumes an epoch-based run at the start of the checkpoint's
+    epoch, so a checkpoint written after iteration ``n`` in the middle of
+    epoch ``e`` (``meta``: ``epoch=e, iter=n``, as
+    :meth:`SafeCheckpointHook.save_now` writes on pre-emption) would train
+    that epoch's first batches again. This loop continues epoch ``e`` at
+    batch ``n - e * len(loader)`` instead: the sampler skips the samples
+    already seen (:class:`~mmdtm.datasets.ResumableSampler`; other samplers
+    load and discard the batches, with a warning) and the ``batch_idx``
+    given to the hooks goes on from there, so the run is bit-identical to
+    an uninterrupted one. A checkpoint of the epoch's last iteration
+    resumes with an empty rest of the epoch, so that its
+    ``after_train_epoch`` (epoch-based schedulers, the epoch's checkpoint,
+    validation) still runs. Otherwise the loop is MMEngine's; it also gives
+    the loader a private generator (see :func:`_private_generator`), so
+    that the iterator a resumed epoch creates does not shift torch's
+    global RNG.
+
+    Args: as ``EpochBasedTrainLoop``.
+    """
+
+    def __init__(self,
+                 runner,
+                 dataloader: Union[DataLoader, Dict],
+                 max_epochs: int,
+                 val_begin: int = 1,
+                 val_interval: int = 1,
+                 dynamic_intervals: Optional[List[Tuple[int, int]]] = None
+                 ) -> None:
+        super().__init__(runner, dataloader, max_epochs, val_begin,
+                         val_interval, dynamic_intervals)
+        _private_generator(self.dataloader)
+
+    def _start_batch(self) -> int:
+        """The batch of the current epoch that comes next (0 unless the run
+        resumed from a checkpoint written in the middle of this epoch)."""
+        start = self.iter - self.epoch * len(self.dataloader)
+        if not 0 <= start <= len(self.dataloader):
+            raise ValueError(
+                f'ResumableEpochBasedTrainLoop: the checkpoint\'s iteration '
+                f'{self.iter} does not lie in its epoch {self.epoch} of '
+                f'{len(self.dataloader)} batches (did the dataset or the '
+                f'batch size change since it was written?)')
+        return start
+
+    def _batches(self, start: int) -> Iterable:
+        """The current epoch's batches from batch ``start`` on."""
+        if start == len(self.dataloader):
+            return ()
+        if start == 0 or _place_sampler(self.dataloader, self.epoch, start,
+                                        self.iter):
+            return self.dataloader
+        return itertools.islice(self.dataloader, start, None)
+
+    def run_epoch(self) -> None:
+        """Iterate the rest of one epoch (all of it unless resumed in its
+        middle)."""
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        start = self._start_batch()
+        for idx, data_batch in enumerate(self._batches(start), start):
+            self.run_iter(idx, data_batch)
+
+        self.runner.call_hook('after_train_epoch')
+        set_loop_epoch(self, self.epoch + 1)

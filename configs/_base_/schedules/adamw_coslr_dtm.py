@@ -43,7 +43,7 @@ param_scheduler = [
         end=max_epochs,
         convert_to_iter_based=True),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs)
 # MMPretrain's --auto-scale-lr scales linearly from this batch; the
 # reference's sqrt rule is lr = 1.5e-3 * sqrt(total_batch / 2048).
 auto_scale_lr = dict(base_batch_size=2048)

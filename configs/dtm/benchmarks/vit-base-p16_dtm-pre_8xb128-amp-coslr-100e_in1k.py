@@ -175,7 +175,11 @@ param_scheduler = [
         eta_min_ratio=1e-6 / 5e-4,
         convert_to_iter_based=True)
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
+# MMEngine's EpochBasedTrainLoop that also resumes in the middle of an epoch
+# (from a pre-emption checkpoint: docs/reliability.md)
+train_cfg = dict(
+    type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
+    val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=1024)

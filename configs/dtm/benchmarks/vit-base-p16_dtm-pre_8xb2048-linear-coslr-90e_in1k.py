@@ -44,5 +44,5 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=80, by_epoch=True, begin=10,
          end=90, eta_min=0.0, convert_to_iter_based=True)
 ]
-train_cfg = dict(by_epoch=True, max_epochs=90)
+train_cfg = dict(max_epochs=90)  # the base's ResumableEpochBasedTrainLoop
 auto_scale_lr = dict(base_batch_size=16384)

@@ -26,9 +26,11 @@ from mmdtm.checkpoint import (NoValidCheckpointError, checkpoint_dir,
                               choose_resume)
 from mmdtm.checkpoint.atomic import (TMP_SUFFIX, atomic_write_text,
                                      stale_tmp_files)
+from mmdtm.checkpoint.resume import ITER_TMPL
 from mmdtm.registry import HOOKS
 from mmdtm.upstream import (CheckpointHookSeam, runner_load_from,
                             runner_resumes, set_runner_load_from)
+from ..loops import resumes_mid_epoch
 from ..rng import gather_rng_states, own_rng_state, set_rng_state
 from .save_rollback import CheckpointSaveError, SaveRollback
 from .staged_save import StagedSave
@@ -201,20 +203,43 @@ class SafeCheckpointHook(CheckpointHookSeam):
         pre-emption: :class:`~mmdtm.engine.hooks.PreemptionHook`).
 
         Call it from ``after_train_iter`` on every rank (the RNG states are
-        gathered) of an iteration-based run. Nothing is written again if
-        the interval save has just written this iteration.
+        gathered). The meta is ``epoch`` = the epoch in progress, ``iter``
+        = the iterations done, which ``ResumableIterBasedTrainLoop`` and
+        ``ResumableEpochBasedTrainLoop`` resume exactly; MMEngine's
+        ``EpochBasedTrainLoop`` would repeat the epoch's first batches, so
+        it is refused. The file is ``filename_tmpl`` of the step, or
+        ``iter_N.pth`` when the hook saves by epoch (kept outside
+        ``max_keep_ckpts``, which counts epochs there). Nothing is written
+        again if the interval save has just written this iteration.
 
         Returns:
             The checkpoint's path, or ``None`` if the save failed and
             ``on_save_error='skip'`` let the run go on.
+
+        Raises:
+            ValueError: the train loop cannot resume in the middle of an
+                epoch.
         """
-        if self.by_epoch:
-            raise ValueError('save_now: an epoch-based run resumes at epoch '
-                             'starts; a checkpoint of an iteration would '
-                             'skip the rest of the epoch')
+        loop = runner.train_loop
+        if not resumes_mid_epoch(loop):
+            raise ValueError(
+                f'save_now: {type(loop).__name__} resumes at epoch starts, '
+                f'so a checkpoint of an iteration would train the epoch\'s '
+                f'first batches again; use train_cfg = '
+                f"dict(type='ResumableEpochBasedTrainLoop', ...)")
         step = runner.iter + 1
-        path = osp.join(self.out_dir, self.filename_tmpl.format(step))
+        meta = dict(epoch=runner.epoch, iter=step)
+        if not self.by_epoch:
+            path = osp.join(self.out_dir, self.filename_tmpl.format(step))
+            if self.last_ckpt != path:
+                self.save_checkpoint_at(runner, step, meta)
+            return path if self.last_ckpt == path else None
+        path = osp.join(self.out_dir, ITER_TMPL.format(step))
         if self.last_ckpt != path:
-            self.save_checkpoint_at(
-                runner, step, dict(epoch=runner.epoch, iter=step))
+            tmpl, keep = self.filename_tmpl, self.max_keep_ckpts
+            self.filename_tmpl, self.max_keep_ckpts = ITER_TMPL, -1
+            try:
+                self.save_checkpoint_at(runner, step, meta)
+            finally:
+                self.filename_tmpl, self.max_keep_ckpts = tmpl, keep
         return path if self.last_ckpt == path else None

@@ -12,6 +12,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 
 from mmdtm.registry import HOOKS
+from ..loops import resumes_mid_epoch
 from .checkpoint_hook import SafeCheckpointHook
 
 #: the exit code of a pre-empted run: EX_TEMPFAIL of sysexits.h ("a
@@ -64,9 +65,11 @@ class PreemptionHook(Hook):
     normally; after :class:`Preempted` they stay until the process exits
     (call :meth:`restore_signals` to go on in the same process).
 
-    With an epoch-based loop a checkpoint in the middle of an epoch cannot
-    be resumed exactly (MMEngine resumes at epoch starts); there the run
-    stops without a new checkpoint and names the last one.
+    An epoch-based run needs ``ResumableEpochBasedTrainLoop`` (the shipped
+    ImageNet schedules use it) to resume from a checkpoint in the middle
+    of an epoch; with MMEngine's ``EpochBasedTrainLoop`` (which resumes at
+    epoch starts) the run stops without a new checkpoint and names the
+    last one.
 
     Args:
         signals: names of the signals that mean "pre-empted". Some NCCL
@@ -142,10 +145,11 @@ class PreemptionHook(Hook):
         if saver is None:
             where = ('no SafeCheckpointHook in default_hooks.checkpoint: '
                      'no checkpoint written')
-        elif saver.by_epoch:
-            where = ('an epoch-based run resumes at epoch starts: no '
-                     'checkpoint written in the middle of the epoch; the '
-                     f'last one is {saver.last_ckpt}')
+        elif not resumes_mid_epoch(runner.train_loop):
+            where = (f'{type(runner.train_loop).__name__} resumes at epoch '
+                     f'starts: no checkpoint written in the middle of the '
+                     f'epoch (ResumableEpochBasedTrainLoop would resume '
+                     f'there); the last one is {saver.last_ckpt}')
         else:
             before = saver.last_ckpt
             path = saver.save_now(runner)
