@@ -229,11 +229,19 @@ class SafeCheckpointHook(CheckpointHookSeam):
                 f"dict(type='ResumableEpochBasedTrainLoop', ...)")
         step = runner.iter + 1
         meta = dict(epoch=runner.epoch, iter=step)
-        if not self.by_epoch:
-            path = osp.join(self.out_dir, self.filename_tmpl.format(step))
-            if self.last_ckpt != path:
+        # a hook that saves by epoch names and counts epochs: this one
+        # iteration checkpoint gets iter_N.pth, outside max_keep_ckpts
+        tmpl, keep = ((ITER_TMPL, -1) if self.by_epoch else
+                      (self.filename_tmpl, self.max_keep_ckpts))
+        path = osp.join(self.out_dir, tmpl.format(step))
+        if self.last_ckpt != path:
+            saved = self.filename_tmpl, self.max_keep_ckpts
+            self.filename_tmpl, self.max_keep_ckpts = tmpl, keep
+            try:
                 self.save_checkpoint_at(runner, step, meta)
-            return path if self.last_ckpt == path else None
+            finally:
+                self.filename_tmpl, self.max_keep_ckpts = saved
+        return path if self.last_ckpt == path else None
         path = osp.join(self.out_dir, ITER_TMPL.format(step))
         if self.last_ckpt != path:
             tmpl, keep = self.filename_tmpl, self.max_keep_ckpts
